@@ -1,0 +1,134 @@
+//! Commands: what the order log records.
+//!
+//! The log is the single source of truth, so a command carries every value that was decided
+//! outside the deterministic processor: the order id, the timestamp, the idempotency key and
+//! body fingerprint, and the pre-trade risk decision (R1 runs before the log). Replaying the
+//! same commands therefore reproduces the same events without consulting a clock or the risk
+//! stage again.
+
+use crate::codes::RejectCode;
+use crate::ids::{AccountId, IdempotencyKey, OrderId, ShortStr, SymbolId};
+use crate::num::{Money, Price, Qty};
+use crate::validate::ValidatedOrder;
+
+/// A correlation id carried from the request into logs and event headers.
+pub type CorrelationId = ShortStr<64>;
+
+/// The pre-trade risk verdict recorded with a place or amend.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RiskDecision {
+    /// Not checked before the log: the processor's own risk engine decides (single-threaded
+    /// topology and tests). The decision it takes is deterministic given the log.
+    Unchecked,
+    /// Accepted; `reserved` is the margin reserved for the order (for an amend: the new total).
+    Accepted { reserved: Money },
+    /// Rejected by R1; the order is recorded as REJECTED with this reason.
+    Rejected(RejectCode),
+}
+
+/// Place a new order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PlaceOrder {
+    pub order_id: OrderId,
+    pub account: AccountId,
+    pub order: ValidatedOrder,
+    /// Acceptance time, nanoseconds since the epoch (from the injected clock).
+    pub ts: u64,
+    pub idempotency_key: Option<IdempotencyKey>,
+    /// Fingerprint of the request body, to tell a replay from a reused key after restart.
+    pub fingerprint: u64,
+    pub correlation_id: Option<CorrelationId>,
+    pub risk: RiskDecision,
+}
+
+/// Cancel an open order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CancelOrder {
+    pub order_id: OrderId,
+    pub account: AccountId,
+    /// The order's symbol (partitioned logs key records by symbol).
+    pub symbol: SymbolId,
+    pub ts: u64,
+    pub correlation_id: Option<CorrelationId>,
+}
+
+/// Amend an open order: quantity down keeps queue priority; a price change or quantity up
+/// loses it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AmendOrder {
+    pub order_id: OrderId,
+    pub account: AccountId,
+    pub symbol: SymbolId,
+    /// New total quantity (including what is already filled).
+    pub quantity: Option<Qty>,
+    pub price: Option<Price>,
+    pub ts: u64,
+    pub correlation_id: Option<CorrelationId>,
+    pub risk: RiskDecision,
+}
+
+/// Who a halt applies to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HaltScope {
+    Global,
+    Account(AccountId),
+}
+
+/// Turn a kill switch on or off.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SetHalt {
+    pub scope: HaltScope,
+    pub halted: bool,
+    pub ts: u64,
+}
+
+/// One record of the order log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Command {
+    Place(PlaceOrder),
+    Cancel(CancelOrder),
+    Amend(AmendOrder),
+    Halt(SetHalt),
+}
+
+impl Command {
+    pub fn ts(&self) -> u64 {
+        match self {
+            Command::Place(c) => c.ts,
+            Command::Cancel(c) => c.ts,
+            Command::Amend(c) => c.ts,
+            Command::Halt(c) => c.ts,
+        }
+    }
+
+    pub fn account(&self) -> Option<&AccountId> {
+        match self {
+            Command::Place(c) => Some(&c.account),
+            Command::Cancel(c) => Some(&c.account),
+            Command::Amend(c) => Some(&c.account),
+            Command::Halt(c) => match &c.scope {
+                HaltScope::Account(a) => Some(a),
+                HaltScope::Global => None,
+            },
+        }
+    }
+
+    /// The symbol whose book the command touches (`None` for a halt).
+    pub fn symbol(&self) -> Option<SymbolId> {
+        match self {
+            Command::Place(c) => Some(c.order.symbol),
+            Command::Cancel(c) => Some(c.symbol),
+            Command::Amend(c) => Some(c.symbol),
+            Command::Halt(_) => None,
+        }
+    }
+
+    pub fn order_id(&self) -> Option<OrderId> {
+        match self {
+            Command::Place(c) => Some(c.order_id),
+            Command::Cancel(c) => Some(c.order_id),
+            Command::Amend(c) => Some(c.order_id),
+            Command::Halt(_) => None,
+        }
+    }
+}
