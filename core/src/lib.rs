@@ -9,6 +9,7 @@
 //! [`ids::IdGen`]) and recorded in the log, so the same log in gives the same events out.
 //! Storage is reached only through the traits in [`ports`], implemented in `adapters/`.
 
+pub mod book;
 pub mod codec;
 pub mod codes;
 pub mod command;
