@@ -10,15 +10,18 @@
 //! Storage is reached only through the traits in [`ports`], implemented in `adapters/`.
 
 pub mod book;
+pub mod candles;
 pub mod codec;
 pub mod codes;
 pub mod command;
 pub mod event;
+pub mod idempotency;
 pub mod ids;
 pub mod instrument;
 pub mod num;
 pub mod order;
 pub mod ports;
+pub mod risk;
 pub mod validate;
 
 pub use codes::{RejectCode, ValidationCode};
@@ -30,4 +33,5 @@ pub use ids::{AccountId, ClientOrderId, IdempotencyKey, OrderId, ShortStr, Symbo
 pub use instrument::{Instrument, InstrumentTable};
 pub use num::{Money, Price, Qty};
 pub use order::{Order, OrderStatus, OrderType, Side, TimeInForce};
+pub use risk::{AccountView, PositionView, RiskConfig, RiskEngine};
 pub use validate::{OrderRequest, ValidatedOrder, ValidationError, validate};
