@@ -1,0 +1,531 @@
+//! [`KafkaLog`]: the order log on `{prefix}orders` (ARCHITECTURE.md §2 stage 4, §6).
+//!
+//! `append` is a group commit: every command of the ring's batch is handed to librdkafka at
+//! once (idempotent producer, `acks=all`, lz4), then the publish thread waits, bounded by
+//! `ack_timeout`, until librdkafka has reported every delivery. The answer on failure is
+//! precise, because an order reported as not durable must never execute later
+//! (docs/kafka.md, "Failure semantics"):
+//!
+//! - `Ok(())`: every record is acknowledged by all in-sync replicas.
+//! - [`LogError::Unavailable`]: every record of the batch is *known* not to be in the log
+//!   (librdkafka status `NOT_PERSISTED`: never sent, or purged from the queue before being
+//!   sent, or refused by the broker with a definite error). The caller may release the
+//!   idempotency keys; nothing of the batch can appear later.
+//! - [`LogError::Timeout`]: at least one record was in flight when we gave up
+//!   (`POSSIBLY_PERSISTED`). Its fate is unknown and the caller must treat the batch as
+//!   "outcome unknown", never as "rejected".
+//!
+//! Records are keyed by symbol name so one book's commands stay in one partition, in order.
+//! A halt (kill switch) has no symbol: it is written to *every* partition so each processor
+//! partition sees it in order with its own commands; replay visits only partition 0's copy.
+//!
+//! `replay` reads all partitions up to the high watermarks taken at call time with an
+//! assigned consumer (no group join) and merges the partitions by command timestamp, which
+//! reproduces the ring's global order (the timestamp is taken in that order), keeping each
+//! partition's own order.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use oms_core::codec;
+use oms_core::command::Command;
+use oms_core::instrument::InstrumentTable;
+use oms_core::ports::{Checkpoint, LogError, OrderLog};
+use parking_lot::{Condvar, Mutex};
+use rdkafka::bindings::{rd_kafka_message_status, rd_kafka_msg_status_t};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, Message, OwnedHeaders};
+use rdkafka::producer::{
+    BaseRecord, DeliveryResult, Producer, ProducerContext, PurgeConfig, ThreadedProducer,
+};
+use rdkafka::{ClientContext, Offset, Statistics, TopicPartitionList};
+
+use crate::config::KafkaConfig;
+use crate::error::KafkaAdapterError;
+use crate::stats::{KafkaStats, StatsContext};
+
+/// Value of the `schema-version` header on every record oms writes.
+pub const SCHEMA_VERSION: &str = "1";
+/// `content-type` of an `orders` record: [`oms_core::codec`]'s binary encoding.
+pub const COMMAND_CONTENT_TYPE: &str = "application/x-oms-command";
+/// Key of a halt record (written to every partition).
+pub const HALT_KEY: &str = "$halt";
+
+/// How long, after giving up on a batch, we wait for librdkafka to report the purged records
+/// (so that we can tell "not persisted" from "possibly persisted").
+const PURGE_GRACE: Duration = Duration::from_millis(200);
+/// Replay pauses a partition whose merge buffer holds this many records.
+const REPLAY_BUFFER_HIGH: usize = 20_000;
+
+/// Delivery accounting of the batch being appended.
+#[derive(Debug, Default)]
+struct Batch {
+    /// Generation of the current batch; reports of older batches are ignored.
+    generation: usize,
+    expected: usize,
+    acked: usize,
+    not_persisted: usize,
+    possibly_persisted: usize,
+    first_error: Option<String>,
+}
+
+impl Batch {
+    fn reported(&self) -> usize {
+        self.acked + self.not_persisted + self.possibly_persisted
+    }
+}
+
+/// Producer context: counts delivery reports (on librdkafka's polling thread) and wakes the
+/// publish thread when the batch is complete.
+struct LogContext {
+    stats: StatsContext,
+    batch: Mutex<Batch>,
+    done: Condvar,
+}
+
+impl ClientContext for LogContext {
+    fn stats(&self, statistics: Statistics) {
+        self.stats.stats(statistics);
+    }
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.stats.error(error, reason);
+    }
+}
+
+impl ProducerContext for LogContext {
+    type DeliveryOpaque = usize;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, generation: usize) {
+        let mut b = self.batch.lock();
+        if b.generation != generation {
+            return; // a record of a batch we already gave up on
+        }
+        match result {
+            Ok(_) => b.acked += 1,
+            Err((err, msg)) => {
+                // SAFETY: `msg.ptr()` is the live librdkafka message of this delivery report;
+                // rd_kafka_message_status only reads it.
+                let status = unsafe { rd_kafka_message_status(msg.ptr()) };
+                if status == rd_kafka_msg_status_t::RD_KAFKA_MSG_STATUS_NOT_PERSISTED {
+                    b.not_persisted += 1;
+                } else {
+                    b.possibly_persisted += 1;
+                }
+                if b.first_error.is_none() {
+                    b.first_error = Some(err.to_string());
+                }
+            }
+        }
+        if b.reported() >= b.expected {
+            self.done.notify_all();
+        }
+    }
+}
+
+/// The order log on Kafka. See the module documentation for the failure semantics.
+pub struct KafkaLog {
+    producer: ThreadedProducer<LogContext>,
+    ctx: Arc<LogContext>,
+    cfg: KafkaConfig,
+    topic: String,
+    /// Symbol name by `SymbolId`: the record key.
+    keys: Vec<String>,
+    partitions: i32,
+    generation: usize,
+    buf: Vec<u8>,
+}
+
+impl KafkaLog {
+    /// Connects to `cfg.brokers` and checks that `{prefix}orders` exists (its partition count
+    /// is needed to write halts). Fails if the broker does not answer within `ack_timeout`.
+    pub fn new(
+        cfg: &KafkaConfig,
+        instruments: &InstrumentTable,
+    ) -> Result<Self, KafkaAdapterError> {
+        let ack_ms = cfg.ack_timeout.as_millis().max(1);
+        let mut c = cfg.base("orders-producer");
+        c.set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("compression.type", &cfg.compression)
+            .set(
+                "linger.ms",
+                format!("{:.3}", cfg.linger.as_secs_f64() * 1e3),
+            )
+            .set("batch.size", cfg.batch_size.to_string())
+            .set("message.timeout.ms", ack_ms.to_string())
+            .set("request.timeout.ms", ack_ms.max(1_000).to_string())
+            .set("queue.buffering.max.messages", "1000000");
+        cfg.apply_extra(&mut c);
+        let ctx = LogContext {
+            stats: StatsContext::default(),
+            batch: Mutex::new(Batch::default()),
+            done: Condvar::new(),
+        };
+        let producer: ThreadedProducer<LogContext> = c.create_with_context(ctx)?;
+        let ctx = producer.context().clone();
+        let topic = cfg.topics().orders;
+        let partitions = partition_count(producer.client(), &topic, cfg.ack_timeout)?;
+        Ok(KafkaLog {
+            producer,
+            ctx,
+            cfg: cfg.clone(),
+            topic,
+            keys: instruments.iter().map(|i| i.symbol.clone()).collect(),
+            partitions,
+            generation: 0,
+            buf: Vec::with_capacity(256),
+        })
+    }
+
+    /// librdkafka statistics of the producer (for `/metrics`).
+    pub fn stats(&self) -> Arc<KafkaStats> {
+        self.ctx.stats.stats.clone()
+    }
+
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    pub fn partitions(&self) -> i32 {
+        self.partitions
+    }
+
+    fn send_one(
+        &mut self,
+        cmd: &Command,
+        deadline: Instant,
+        expected: &mut usize,
+    ) -> Result<(), LogError> {
+        self.buf.clear();
+        codec::encode(cmd, &mut self.buf);
+        let (key, targets): (&str, Option<i32>) = match cmd.symbol() {
+            Some(s) => {
+                let k = self.keys.get(usize::from(s.0)).ok_or_else(|| {
+                    LogError::Unavailable(format!("symbol id {} not in the instrument table", s.0))
+                })?;
+                (k.as_str(), None)
+            }
+            None => (HALT_KEY, Some(self.partitions)),
+        };
+        let corr = match cmd {
+            Command::Place(p) => p.correlation_id,
+            Command::Cancel(c) => c.correlation_id,
+            Command::Amend(a) => a.correlation_id,
+            Command::Halt(_) => None,
+        };
+        let copies = targets.unwrap_or(1);
+        for part in 0..copies {
+            let mut headers = OwnedHeaders::new_with_capacity(3)
+                .insert(Header {
+                    key: "schema-version",
+                    value: Some(SCHEMA_VERSION),
+                })
+                .insert(Header {
+                    key: "content-type",
+                    value: Some(COMMAND_CONTENT_TYPE),
+                });
+            if let Some(c) = &corr {
+                headers = headers.insert(Header {
+                    key: "correlation-id",
+                    value: Some(c.as_str()),
+                });
+            }
+            let mut record = BaseRecord::with_opaque_to(&self.topic, self.generation)
+                .key(key)
+                .payload(&self.buf[..])
+                .headers(headers);
+            if targets.is_some() {
+                record = record.partition(part);
+            }
+            loop {
+                match self.producer.send(record) {
+                    Ok(()) => {
+                        *expected += 1;
+                        break;
+                    }
+                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                        if Instant::now() >= deadline {
+                            return Err(LogError::Timeout(self.cfg.ack_timeout));
+                        }
+                        record = r;
+                        std::thread::sleep(Duration::from_micros(200));
+                    }
+                    Err((e, _)) => return Err(LogError::Unavailable(e.to_string())),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Gives up on the current batch: purges what librdkafka still holds, waits briefly for
+    /// the purge reports and classifies the batch.
+    fn abandon(&mut self, cause: Option<LogError>) -> LogError {
+        self.producer
+            .purge(PurgeConfig::default().queue().inflight());
+        let grace = Instant::now() + PURGE_GRACE;
+        let mut b = self.ctx.batch.lock();
+        while b.reported() < b.expected {
+            if self.ctx.done.wait_until(&mut b, grace).timed_out() {
+                break;
+            }
+        }
+        let unknown = b.expected - b.reported() + b.possibly_persisted;
+        let detail = b.first_error.clone().unwrap_or_default();
+        // Ignore whatever else arrives for this batch.
+        b.generation = usize::MAX;
+        drop(b);
+        if unknown > 0 {
+            tracing::warn!(target: "oms_kafka", unknown, %detail, "order log append: outcome unknown");
+            return LogError::Timeout(self.cfg.ack_timeout);
+        }
+        match cause {
+            Some(e) => e,
+            None => LogError::Unavailable(if detail.is_empty() {
+                "records not delivered".into()
+            } else {
+                detail
+            }),
+        }
+    }
+
+    /// [`OrderLog::replay`] that also reports each record's partition and offset.
+    pub fn replay_records(
+        &mut self,
+        from: &Checkpoint,
+        visit: &mut dyn FnMut(u32, u64, &Command),
+    ) -> Result<Checkpoint, KafkaAdapterError> {
+        replay_topic(&self.cfg, &self.topic, from, visit)
+    }
+}
+
+impl OrderLog for KafkaLog {
+    fn append(&mut self, batch: &[Command]) -> Result<(), LogError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let deadline = Instant::now() + self.cfg.ack_timeout;
+        self.generation = self.generation.wrapping_add(1) % (usize::MAX - 1);
+        *self.ctx.batch.lock() = Batch {
+            generation: self.generation,
+            expected: usize::MAX, // not complete until every record is handed over
+            ..Batch::default()
+        };
+        let mut expected = 0;
+        for cmd in batch {
+            if let Err(e) = self.send_one(cmd, deadline, &mut expected) {
+                self.ctx.batch.lock().expected = expected;
+                return Err(self.abandon(Some(e)));
+            }
+        }
+        let mut b = self.ctx.batch.lock();
+        b.expected = expected;
+        while b.reported() < expected {
+            if self.ctx.done.wait_until(&mut b, deadline).timed_out() {
+                break;
+            }
+        }
+        if b.acked == expected {
+            return Ok(());
+        }
+        drop(b);
+        // Some record failed or is still unreported at the deadline.
+        Err(self.abandon(None))
+    }
+
+    fn replay(
+        &mut self,
+        from: &Checkpoint,
+        visit: &mut dyn FnMut(&Command),
+    ) -> Result<Checkpoint, LogError> {
+        self.replay_records(from, &mut |_, _, c| visit(c))
+            .map_err(to_log_error)
+    }
+}
+
+/// Maps adapter errors onto the port's error.
+pub(crate) fn to_log_error(e: KafkaAdapterError) -> LogError {
+    match e {
+        KafkaAdapterError::Timeout(d) => LogError::Timeout(d),
+        KafkaAdapterError::Codec {
+            topic,
+            partition,
+            offset,
+            source,
+        } => LogError::Corrupt {
+            location: format!("{topic}/{partition}@{offset}"),
+            reason: source.to_string(),
+        },
+        KafkaAdapterError::Inconsistent { location, reason } => {
+            LogError::Corrupt { location, reason }
+        }
+        other => LogError::Unavailable(other.to_string()),
+    }
+}
+
+/// Number of partitions of `topic` (an error if it does not exist).
+pub(crate) fn partition_count<C: ClientContext>(
+    client: &rdkafka::client::Client<C>,
+    topic: &str,
+    timeout: Duration,
+) -> Result<i32, KafkaAdapterError> {
+    let md = client.fetch_metadata(Some(topic), timeout)?;
+    let t = md
+        .topics()
+        .iter()
+        .find(|t| t.name() == topic)
+        .ok_or_else(|| KafkaAdapterError::MissingTopic(topic.to_owned()))?;
+    if t.error().is_some() || t.partitions().is_empty() {
+        return Err(KafkaAdapterError::MissingTopic(topic.to_owned()));
+    }
+    Ok(t.partitions().len() as i32)
+}
+
+/// One partition's state during a replay.
+struct PartState {
+    id: i32,
+    /// High watermark at call time: replay stops before it.
+    high: i64,
+    next: i64,
+    buf: VecDeque<(i64, Command)>,
+    paused: bool,
+}
+
+impl PartState {
+    fn done(&self) -> bool {
+        self.next >= self.high
+    }
+}
+
+/// Reads `topic` from `from` up to the high watermarks at call time, merging partitions by
+/// command timestamp (ties: lower partition first). Halts are visited from partition 0 only.
+pub(crate) fn replay_topic(
+    cfg: &KafkaConfig,
+    topic: &str,
+    from: &Checkpoint,
+    visit: &mut dyn FnMut(u32, u64, &Command),
+) -> Result<Checkpoint, KafkaAdapterError> {
+    let timeout = cfg.ack_timeout.max(Duration::from_secs(5));
+    let mut c = cfg.base("orders-replay");
+    c.set("group.id", format!("{}replay", cfg.prefix))
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("enable.partition.eof", "true")
+        .set("isolation.level", "read_committed")
+        // A checkpoint below the log start means records were deleted: refuse, never skip.
+        .set("auto.offset.reset", "error");
+    cfg.apply_extra(&mut c);
+    let consumer: BaseConsumer<StatsContext> = c.create_with_context(StatsContext::default())?;
+    let n = partition_count(consumer.client(), topic, timeout)?;
+    let mut parts = Vec::with_capacity(n as usize);
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..n {
+        let (low, high) = consumer.fetch_watermarks(topic, p, timeout)?;
+        let next = from.next_offset(p as u32) as i64;
+        if next < low || next > high {
+            // Records below the log start were deleted, or the log was recreated behind the
+            // checkpoint: the source of truth lost records, so refuse rather than skip.
+            return Err(KafkaAdapterError::Inconsistent {
+                location: format!("{topic}/{p}@{next}"),
+                reason: format!("checkpoint outside the log [{low}, {high})"),
+            });
+        }
+        let st = PartState {
+            id: p,
+            high,
+            next,
+            buf: VecDeque::new(),
+            paused: false,
+        };
+        if !st.done() {
+            tpl.add_partition_offset(topic, p, Offset::Offset(st.next))?;
+        }
+        parts.push(st);
+    }
+    let mut out = from.clone();
+    if tpl.count() > 0 {
+        consumer.assign(&tpl)?;
+    }
+    let idle_limit = timeout;
+    let mut last_progress = Instant::now();
+    loop {
+        // Visit while every unfinished partition has a head (so the merge is exact).
+        loop {
+            let ready = parts.iter().all(|p| !p.buf.is_empty() || p.done());
+            let best = parts
+                .iter()
+                .filter_map(|p| p.buf.front().map(|(_, c)| (c.ts(), p.id)))
+                .min();
+            match best {
+                Some((_, id)) if ready => {
+                    let st = &mut parts[id as usize];
+                    let (off, cmd) = st.buf.pop_front().expect("head exists");
+                    if st.paused && st.buf.len() < REPLAY_BUFFER_HIGH / 4 {
+                        let mut t = TopicPartitionList::new();
+                        t.add_partition(topic, id);
+                        consumer.resume(&t)?;
+                        st.paused = false;
+                    }
+                    if !matches!(cmd, Command::Halt(_)) || id == 0 {
+                        visit(id as u32, off as u64, &cmd);
+                    }
+                    out.set(id as u32, off as u64 + 1);
+                }
+                _ => break,
+            }
+        }
+        if parts.iter().all(|p| p.done() && p.buf.is_empty()) {
+            break;
+        }
+        match consumer.poll(Duration::from_millis(100)) {
+            None => {
+                if last_progress.elapsed() > idle_limit {
+                    return Err(KafkaAdapterError::Timeout(idle_limit));
+                }
+            }
+            Some(Err(KafkaError::PartitionEOF(p))) => {
+                // End of the readable log (past any transaction markers): nothing more below
+                // the watermark will come.
+                if let Some(st) = parts.get_mut(p as usize) {
+                    st.next = st.high;
+                }
+                last_progress = Instant::now();
+            }
+            Some(Err(e)) => return Err(e.into()),
+            Some(Ok(m)) => {
+                last_progress = Instant::now();
+                let p = m.partition();
+                let off = m.offset();
+                let Some(st) = parts.get_mut(p as usize) else {
+                    continue;
+                };
+                if off >= st.high || off < st.next {
+                    continue;
+                }
+                let payload = m.payload().unwrap_or_default();
+                let cmd = codec::decode(payload).map_err(|source| KafkaAdapterError::Codec {
+                    topic: topic.to_owned(),
+                    partition: p,
+                    offset: off,
+                    source,
+                })?;
+                st.next = off + 1;
+                st.buf.push_back((off, cmd));
+                if st.buf.len() >= REPLAY_BUFFER_HIGH && !st.paused {
+                    let mut t = TopicPartitionList::new();
+                    t.add_partition(topic, p);
+                    consumer.pause(&t)?;
+                    st.paused = true;
+                }
+            }
+        }
+    }
+    for st in &parts {
+        // Everything below the call-time watermark was visited (or was a transaction marker).
+        if st.high as u64 > out.next_offset(st.id as u32) {
+            out.set(st.id as u32, st.high as u64);
+        }
+    }
+    Ok(out)
+}
