@@ -54,7 +54,8 @@ impl Ladder {
                 }
             }
         }
-        self.levels.binary_search_by_key(&key, |l| self.key(l.price))
+        self.levels
+            .binary_search_by_key(&key, |l| self.key(l.price))
     }
 
     /// Index of the level at `price`, creating an empty one if needed.
@@ -130,7 +131,14 @@ mod tests {
             let i = l.find(Price(101)).expect("present");
             l.remove(i);
             l.pop_best();
-            assert_eq!(prices(&l), expect[1..].iter().copied().filter(|&p| p != 101).collect::<Vec<_>>());
+            assert_eq!(
+                prices(&l),
+                expect[1..]
+                    .iter()
+                    .copied()
+                    .filter(|&p| p != 101)
+                    .collect::<Vec<_>>()
+            );
         }
     }
 

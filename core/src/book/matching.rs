@@ -176,7 +176,14 @@ impl OrderBook {
             Side::Sell => self.best_bid().is_some_and(|b| b >= o.price),
         };
         assert!(!would_cross, "restored order would cross the book");
-        self.rest(o.order_id, o.account, o.side, o.price, o.leaves, o.post_only);
+        self.rest(
+            o.order_id,
+            o.account,
+            o.side,
+            o.price,
+            o.leaves,
+            o.post_only,
+        );
     }
 
     fn place(&mut self, t: &Taker, out: &mut Vec<MatchEvent>) {
@@ -387,9 +394,7 @@ impl OrderBook {
             Side::Buy => &mut self.bids,
             Side::Sell => &mut self.asks,
         };
-        let i = ladder
-            .find(price)
-            .expect("a resting order's level exists");
+        let i = ladder.find(price).expect("a resting order's level exists");
         let level = ladder.at_mut(i);
         level.unlink(&mut self.slab, idx);
         if level.is_empty() {

@@ -187,11 +187,16 @@ impl OrderBook {
     /// Replaces `out` with up to `levels` levels of `side`, best first.
     pub fn depth(&self, side: Side, levels: usize, out: &mut Vec<LevelView>) {
         out.clear();
-        out.extend(self.ladder(side).iter_best_first().take(levels).map(|l| LevelView {
-            price: l.price,
-            qty: l.qty,
-            orders: l.orders,
-        }));
+        out.extend(
+            self.ladder(side)
+                .iter_best_first()
+                .take(levels)
+                .map(|l| LevelView {
+                    price: l.price,
+                    qty: l.qty,
+                    orders: l.orders,
+                }),
+        );
     }
 
     /// Number of resting orders.

@@ -126,7 +126,9 @@ mod tests {
         let mut s = Slab::with_capacity(8);
         let cap = s.nodes.capacity();
         for round in 0..1000u128 {
-            let idx: Vec<u32> = (0..8).map(|i| s.insert(test_node(round * 8 + i, 1, 1))).collect();
+            let idx: Vec<u32> = (0..8)
+                .map(|i| s.insert(test_node(round * 8 + i, 1, 1)))
+                .collect();
             for i in idx {
                 s.remove(i);
             }
