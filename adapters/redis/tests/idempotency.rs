@@ -20,13 +20,25 @@ fn claim_replay_in_flight_and_mismatch() {
     let mut s = connect(config(&url, "verdicts"));
     let mut out = Vec::new();
 
-    s.claim_batch(&[claim("acct-1", "k1", 11), claim("acct-2", "k1", 22)], 0, &mut out)
-        .unwrap();
-    assert_eq!(out, vec![Claim::New, Claim::New], "keys are scoped per account");
+    s.claim_batch(
+        &[claim("acct-1", "k1", 11), claim("acct-2", "k1", 22)],
+        0,
+        &mut out,
+    )
+    .unwrap();
+    assert_eq!(
+        out,
+        vec![Claim::New, Claim::New],
+        "keys are scoped per account"
+    );
 
     out.clear();
-    s.claim_batch(&[claim("acct-1", "k1", 11), claim("acct-1", "k1", 99)], 0, &mut out)
-        .unwrap();
+    s.claim_batch(
+        &[claim("acct-1", "k1", 11), claim("acct-1", "k1", 99)],
+        0,
+        &mut out,
+    )
+    .unwrap();
     assert_eq!(
         out,
         vec![Claim::InFlight, Claim::InFlight],
@@ -34,7 +46,8 @@ fn claim_replay_in_flight_and_mismatch() {
     );
 
     out.clear();
-    s.claim_batch(&[claim("acct-1", "k1", 99)], 0, &mut out).unwrap();
+    s.claim_batch(&[claim("acct-1", "k1", 99)], 0, &mut out)
+        .unwrap();
     assert_eq!(out, vec![Claim::Mismatch], "pending, different body");
 
     let resp = StoredResponse {
@@ -61,7 +74,8 @@ fn claim_replay_in_flight_and_mismatch() {
     assert_eq!(out, vec![Claim::Replay(resp), Claim::New]);
 
     out.clear();
-    s.claim_batch(&[claim("acct-1", "k1", 12)], 0, &mut out).unwrap();
+    s.claim_batch(&[claim("acct-1", "k1", 12)], 0, &mut out)
+        .unwrap();
     assert_eq!(out, vec![Claim::Mismatch], "done, different body");
     assert_eq!(s.stats().errors.load(Ordering::Relaxed), 0);
 }
@@ -99,8 +113,12 @@ fn ttls_are_set() {
     let Some(url) = redis_url() else { return };
     let mut s = connect(config(&url, "ttl"));
     let mut out = Vec::new();
-    s.claim_batch(&[claim("a", "pending", 1), claim("a", "done", 2)], 0, &mut out)
-        .unwrap();
+    s.claim_batch(
+        &[claim("a", "pending", 1), claim("a", "done", 2)],
+        0,
+        &mut out,
+    )
+    .unwrap();
     s.complete_batch(
         &[Completion {
             key: key("a", "done"),
@@ -126,7 +144,10 @@ fn ttls_are_set() {
         .arg(s.redis_key(&key("a", "done")))
         .query(&mut c)
         .unwrap();
-    assert!((86_390..=86_400).contains(&ttl), "done TTL ~86400 s, got {ttl}");
+    assert!(
+        (86_390..=86_400).contains(&ttl),
+        "done TTL ~86400 s, got {ttl}"
+    );
     let v: Vec<u8> = redis::cmd("GET")
         .arg(s.redis_key(&key("a", "done")))
         .query(&mut c)
@@ -154,9 +175,12 @@ fn two_nodes_claiming_the_same_keys_get_exactly_one_new_each() {
     let cfg = config(&url, "two-nodes");
     const KEYS: usize = 2_000;
     const BATCH: usize = 100;
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(2));
     let run = |cfg: oms_redis::RedisConfig, fp: u64| {
+        let barrier = barrier.clone();
         std::thread::spawn(move || {
             let mut s = connect(cfg);
+            barrier.wait();
             let mut verdicts = Vec::with_capacity(KEYS);
             let reqs: Vec<_> = (0..KEYS)
                 .map(|i| claim("acct", &format!("key-{i}"), fp))
@@ -175,7 +199,12 @@ fn two_nodes_claiming_the_same_keys_get_exactly_one_new_each() {
     for i in 0..KEYS {
         let na = a[i] == Claim::New;
         let nb = b[i] == Claim::New;
-        assert!(na ^ nb, "key {i}: exactly one New, got {:?} / {:?}", a[i], b[i]);
+        assert!(
+            na ^ nb,
+            "key {i}: exactly one New, got {:?} / {:?}",
+            a[i],
+            b[i]
+        );
         let other = if na { &b[i] } else { &a[i] };
         assert_eq!(*other, Claim::InFlight, "key {i}");
         wins[usize::from(nb)] += 1;
@@ -194,7 +223,8 @@ fn redis_down_fails_fast_and_recovers_after_restart() {
     cfg.cooldown = Duration::from_millis(100);
     let mut s = connect(cfg);
     let mut out = Vec::new();
-    s.claim_batch(&[claim("a", "before", 1)], 0, &mut out).unwrap();
+    s.claim_batch(&[claim("a", "before", 1)], 0, &mut out)
+        .unwrap();
     assert_eq!(out, vec![Claim::New]);
 
     server.stop();
