@@ -92,17 +92,17 @@ impl MemoryIdempotency {
     }
 
     fn claim_one(&mut self, c: &ClaimRequest, now_ms: u64) -> Claim {
-        if let Some(r) = self.map.get(&c.key) {
-            if r.expires_ms > now_ms {
-                return match &r.state {
-                    State::Pending { .. } => Claim::InFlight,
-                    State::Done {
-                        fingerprint,
-                        response,
-                    } if *fingerprint == c.fingerprint => Claim::Replay(response.clone()),
-                    State::Done { .. } => Claim::Mismatch,
-                };
-            }
+        if let Some(r) = self.map.get(&c.key)
+            && r.expires_ms > now_ms
+        {
+            return match &r.state {
+                State::Pending { .. } => Claim::InFlight,
+                State::Done {
+                    fingerprint,
+                    response,
+                } if *fingerprint == c.fingerprint => Claim::Replay(response.clone()),
+                State::Done { .. } => Claim::Mismatch,
+            };
         }
         self.map.insert(
             c.key,

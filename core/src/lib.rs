@@ -14,6 +14,7 @@ pub mod candles;
 pub mod codec;
 pub mod codes;
 pub mod command;
+pub mod engine;
 pub mod event;
 pub mod idempotency;
 pub mod ids;
@@ -28,6 +29,7 @@ pub use codes::{RejectCode, ValidationCode};
 pub use command::{
     AmendOrder, CancelOrder, Command, CorrelationId, HaltScope, PlaceOrder, RiskDecision, SetHalt,
 };
+pub use engine::{Engine, EngineConfig, SnapshotError};
 pub use event::{Candle, CandleInterval, Event, ExecutionReport, Liquidity, RiskEvent, Trade};
 pub use ids::{AccountId, ClientOrderId, IdempotencyKey, OrderId, ShortStr, SymbolId};
 pub use instrument::{Instrument, InstrumentTable};

@@ -1,0 +1,190 @@
+//! The processor: applies the order log, one command at a time, and emits events.
+//!
+//! It is the single writer of the books, the orders and the processor's risk state, and a
+//! pure function of the commands it is given: the same log produces the same event stream
+//! and the same [`Engine::state_hash`], and a [`Engine::snapshot`] taken anywhere restores to
+//! an engine that continues exactly as the original would have. Everything outside (the
+//! ring, the journal, Kafka, the HTTP queries) talks to it through [`Engine::apply`] and the
+//! read-only queries below.
+
+mod apply;
+mod snapshot;
+
+use std::collections::{BTreeSet, VecDeque};
+
+use ahash::AHashMap;
+
+use crate::book::{BookConfig, MatchEvent, OrderBook, StpMode};
+use crate::candles::{CandleStore, DEFAULT_CANDLES_KEPT};
+use crate::command::Command;
+use crate::event::{Candle, CandleInterval, Event, Trade};
+use crate::ids::{AccountId, OrderId, SymbolId};
+use crate::instrument::InstrumentTable;
+use crate::order::Order;
+use crate::ports::OrderQuery;
+use crate::risk::{RiskConfig, RiskEngine};
+
+pub use snapshot::{SNAPSHOT_VERSION, SnapshotError};
+
+/// Recent trades kept per symbol unless configured otherwise.
+pub const DEFAULT_RECENT_TRADES: usize = 1000;
+
+/// How the processor is set up. Not part of the snapshot: restore with the same config.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EngineConfig {
+    pub stp: StpMode,
+    pub risk: RiskConfig,
+    /// Trades kept per symbol for `GET /api/trades/{symbol}`.
+    pub recent_trades: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            stp: StpMode::default(),
+            risk: RiskConfig::default(),
+            recent_trades: DEFAULT_RECENT_TRADES,
+        }
+    }
+}
+
+/// The deterministic processor. See the module docs.
+#[derive(Debug)]
+pub struct Engine {
+    instruments: InstrumentTable,
+    cfg: EngineConfig,
+    books: Vec<OrderBook>,
+    risk: RiskEngine,
+    orders: AHashMap<OrderId, Order>,
+    /// Per account: `(created_at, order_id)` of every order, for newest-first pages.
+    by_account: AHashMap<AccountId, BTreeSet<(u64, OrderId)>>,
+    /// Per symbol, oldest first.
+    trades: Vec<VecDeque<Trade>>,
+    candles: CandleStore,
+    next_exec_id: u64,
+    next_trade_id: u64,
+    /// Reused buffers (no allocation per command for them).
+    scratch: Vec<MatchEvent>,
+    candle_scratch: Vec<Candle>,
+}
+
+impl Engine {
+    pub fn new(instruments: InstrumentTable, cfg: EngineConfig) -> Self {
+        let n = instruments.len();
+        Engine {
+            books: (0..n)
+                .map(|i| OrderBook::new(SymbolId(i as u16), BookConfig { stp: cfg.stp }))
+                .collect(),
+            risk: RiskEngine::new(&instruments, cfg.risk.clone()),
+            orders: AHashMap::new(),
+            by_account: AHashMap::new(),
+            trades: vec![VecDeque::new(); n],
+            candles: CandleStore::new(n, DEFAULT_CANDLES_KEPT),
+            next_exec_id: 1,
+            next_trade_id: 1,
+            scratch: Vec::with_capacity(64),
+            candle_scratch: Vec::with_capacity(CandleInterval::ALL.len()),
+            instruments,
+            cfg,
+        }
+    }
+
+    /// Applies one command of the log, appending what happened to `out`.
+    pub fn apply(&mut self, cmd: &Command, out: &mut Vec<Event>) {
+        match cmd {
+            Command::Place(p) => self.place(p, out),
+            Command::Cancel(c) => self.cancel(c, out),
+            Command::Amend(a) => self.amend(a, out),
+            Command::Halt(h) => self.risk.set_halt(&h.scope, h.halted),
+        }
+    }
+
+    pub fn order(&self, id: OrderId) -> Option<&Order> {
+        self.orders.get(&id)
+    }
+
+    /// A page of one account's orders, newest first, after `query.cursor` (exclusive).
+    pub fn list_orders(&self, query: &OrderQuery) -> Vec<&Order> {
+        let Some(set) = self.by_account.get(&query.account) else {
+            return Vec::new();
+        };
+        let upper = match query.cursor {
+            Some(c) => std::ops::Bound::Excluded(c),
+            None => std::ops::Bound::Unbounded,
+        };
+        set.range((std::ops::Bound::Unbounded, upper))
+            .rev()
+            .filter_map(|(_, id)| self.orders.get(id))
+            .filter(|o| query.symbol.is_none_or(|s| o.symbol == s))
+            .filter(|o| query.status.is_none_or(|s| o.status == s))
+            .take(query.limit)
+            .collect()
+    }
+
+    pub fn risk(&self) -> &RiskEngine {
+        &self.risk
+    }
+
+    /// # Panics
+    /// If `symbol` is not in the instrument table.
+    pub fn book(&self, symbol: SymbolId) -> &OrderBook {
+        &self.books[symbol.0 as usize]
+    }
+
+    /// The newest `limit` trades of `symbol`, newest first.
+    pub fn recent_trades(&self, symbol: SymbolId, limit: usize) -> Vec<Trade> {
+        self.trades
+            .get(symbol.0 as usize)
+            .map(|t| t.iter().rev().take(limit).copied().collect())
+            .unwrap_or_default()
+    }
+
+    /// The newest `limit` candles, oldest first.
+    pub fn candles(&self, symbol: SymbolId, interval: CandleInterval, limit: usize) -> Vec<Candle> {
+        self.candles.candles(symbol, interval, limit)
+    }
+
+    pub fn instruments(&self) -> &InstrumentTable {
+        &self.instruments
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.cfg
+    }
+
+    /// Number of orders held (open and closed).
+    pub fn order_count(&self) -> usize {
+        self.orders.len()
+    }
+
+    /// A stable 64-bit FNV-1a hash of the canonical state (books, orders, accounts,
+    /// positions, reservations, counters, trades, candles): equal hashes across runs and
+    /// machines mean equal state.
+    pub fn state_hash(&self) -> u64 {
+        let mut body = Vec::with_capacity(1 << 16);
+        self.encode_state(&mut body);
+        snapshot::fnv1a64(&body)
+    }
+
+    /// A versioned, checksummed binary image of the whole state.
+    pub fn snapshot(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(1 << 16);
+        snapshot::write_header(&mut out);
+        self.encode_state(&mut out);
+        snapshot::seal(&mut out);
+        out
+    }
+
+    /// Rebuilds an engine from [`Engine::snapshot`] bytes; `instruments` must be the table
+    /// the snapshot was taken with. A damaged or foreign image is an error, never a guess.
+    pub fn restore(
+        instruments: InstrumentTable,
+        cfg: EngineConfig,
+        bytes: &[u8],
+    ) -> Result<Engine, SnapshotError> {
+        let body = snapshot::open(bytes)?;
+        let mut e = Engine::new(instruments, cfg);
+        e.decode_state(body)?;
+        Ok(e)
+    }
+}
