@@ -141,7 +141,10 @@ pub fn render(dir: &Path) -> Result<String> {
         )?;
     }
     if let Ok(text) = std::fs::read_to_string(dir.join("replay.txt")) {
-        writeln!(out, "\nJournal replay: {}", text.trim())?;
+        writeln!(out, "\nRestart-to-ready (replay):")?;
+        for line in text.lines().filter(|l| !l.trim().is_empty()) {
+            writeln!(out, "- {}", line.trim())?;
+        }
     }
     if !notes.is_empty() {
         writeln!(out, "\nNotes:\n{}", notes.join("\n"))?;
