@@ -19,8 +19,7 @@
 //! A halt (kill switch) has no symbol: it is written to *every* partition so each processor
 //! partition sees it in order with its own commands; replay visits only partition 0's copy.
 //!
-//! `replay` reads all partitions up to the high watermarks taken at call time with an
-//! assigned consumer (no group join) and merges the partitions by command timestamp, which
+//! `replay` reads all partitions to their end with an assigned consumer (no group join) and merges the partitions by command timestamp, which
 //! reproduces the ring's global order (the timestamp is taken in that order), keeping each
 //! partition's own order.
 
@@ -156,7 +155,10 @@ impl KafkaLog {
             .set("batch.size", cfg.batch_size.to_string())
             .set("message.timeout.ms", ack_ms.to_string())
             .set("request.timeout.ms", ack_ms.max(1_000).to_string())
-            .set("queue.buffering.max.messages", "1000000");
+            .set("queue.buffering.max.messages", "1000000")
+            // Never let a metadata request create the topic with a partition count we did
+            // not choose; a missing topic is an error at start.
+            .set("allow.auto.create.topics", "false");
         cfg.apply_extra(&mut c);
         let ctx = LogContext {
             stats: StatsContext::default(),
@@ -385,21 +387,26 @@ pub(crate) fn partition_count<C: ClientContext>(
 /// One partition's state during a replay.
 struct PartState {
     id: i32,
-    /// High watermark at call time: replay stops before it.
-    high: i64,
+    /// Next offset to visit.
     next: i64,
+    /// The consumer reported the end of the partition (`enable.partition.eof`).
+    eof: bool,
     buf: VecDeque<(i64, Command)>,
     paused: bool,
 }
 
 impl PartState {
     fn done(&self) -> bool {
-        self.next >= self.high
+        self.eof
     }
 }
 
-/// Reads `topic` from `from` up to the high watermarks at call time, merging partitions by
-/// command timestamp (ties: lower partition first). Halts are visited from partition 0 only.
+/// Reads `topic` from `from` to its end, merging partitions by command timestamp (ties:
+/// lower partition first). Halts are visited from partition 0 only.
+///
+/// The end of each partition is the consumer's end-of-partition event, not the high
+/// watermark from ListOffsets: tansu 0.6 answers ListOffsets(latest) with the base offset of
+/// the last batch + 1, which would stop a replay inside the last batch.
 pub(crate) fn replay_topic(
     cfg: &KafkaConfig,
     topic: &str,
@@ -413,7 +420,9 @@ pub(crate) fn replay_topic(
         .set("enable.auto.offset.store", "false")
         .set("enable.partition.eof", "true")
         .set("isolation.level", "read_committed")
-        // A checkpoint below the log start means records were deleted: refuse, never skip.
+        .set("allow.auto.create.topics", "false")
+        // A checkpoint outside the log (records deleted, or the topic recreated behind it)
+        // means the source of truth lost records: refuse, never skip or restart.
         .set("auto.offset.reset", "error");
     cfg.apply_extra(&mut c);
     let consumer: BaseConsumer<StatsContext> = c.create_with_context(StatsContext::default())?;
@@ -421,32 +430,25 @@ pub(crate) fn replay_topic(
     let mut parts = Vec::with_capacity(n as usize);
     let mut tpl = TopicPartitionList::new();
     for p in 0..n {
-        let (low, high) = consumer.fetch_watermarks(topic, p, timeout)?;
+        let (low, _) = consumer.fetch_watermarks(topic, p, timeout)?;
         let next = from.next_offset(p as u32) as i64;
-        if next < low || next > high {
-            // Records below the log start were deleted, or the log was recreated behind the
-            // checkpoint: the source of truth lost records, so refuse rather than skip.
+        if next < low {
             return Err(KafkaAdapterError::Inconsistent {
                 location: format!("{topic}/{p}@{next}"),
-                reason: format!("checkpoint outside the log [{low}, {high})"),
+                reason: format!("checkpoint below the log start {low} (records deleted)"),
             });
         }
-        let st = PartState {
+        tpl.add_partition_offset(topic, p, Offset::Offset(next))?;
+        parts.push(PartState {
             id: p,
-            high,
             next,
+            eof: false,
             buf: VecDeque::new(),
             paused: false,
-        };
-        if !st.done() {
-            tpl.add_partition_offset(topic, p, Offset::Offset(st.next))?;
-        }
-        parts.push(st);
+        });
     }
     let mut out = from.clone();
-    if tpl.count() > 0 {
-        consumer.assign(&tpl)?;
-    }
+    consumer.assign(&tpl)?;
     let idle_limit = timeout;
     let mut last_progress = Instant::now();
     loop {
@@ -481,6 +483,19 @@ pub(crate) fn replay_topic(
         match consumer.poll(Duration::from_millis(100)) {
             None => {
                 if last_progress.elapsed() > idle_limit {
+                    // A fetch beyond the end of a partition gets no data and no end event
+                    // from some brokers (tansu): tell that case apart from a silent broker.
+                    for st in parts.iter().filter(|p| !p.eof) {
+                        if let Ok((_, high)) = consumer.fetch_watermarks(topic, st.id, timeout)
+                            && st.next > high
+                            && st.buf.is_empty()
+                        {
+                            return Err(KafkaAdapterError::Inconsistent {
+                                location: format!("{topic}/{}@{}", st.id, st.next),
+                                reason: format!("checkpoint beyond the log end {high}"),
+                            });
+                        }
+                    }
                     return Err(KafkaAdapterError::Timeout(idle_limit));
                 }
             }
@@ -488,9 +503,21 @@ pub(crate) fn replay_topic(
                 // End of the readable log (past any transaction markers): nothing more below
                 // the watermark will come.
                 if let Some(st) = parts.get_mut(p as usize) {
-                    st.next = st.high;
+                    st.eof = true;
                 }
                 last_progress = Instant::now();
+            }
+            Some(Err(e))
+                if matches!(
+                    e.rdkafka_error_code(),
+                    Some(RDKafkaErrorCode::AutoOffsetReset | RDKafkaErrorCode::OffsetOutOfRange)
+                ) =>
+            {
+                return Err(KafkaAdapterError::Inconsistent {
+                    location: topic.to_owned(),
+                    reason: "checkpoint outside the log (records deleted or topic recreated)"
+                        .into(),
+                });
             }
             Some(Err(e)) => return Err(e.into()),
             Some(Ok(m)) => {
@@ -500,7 +527,7 @@ pub(crate) fn replay_topic(
                 let Some(st) = parts.get_mut(p as usize) else {
                     continue;
                 };
-                if off >= st.high || off < st.next {
+                if off < st.next {
                     continue;
                 }
                 let payload = m.payload().unwrap_or_default();
@@ -522,9 +549,8 @@ pub(crate) fn replay_topic(
         }
     }
     for st in &parts {
-        // Everything below the call-time watermark was visited (or was a transaction marker).
-        if st.high as u64 > out.next_offset(st.id as u32) {
-            out.set(st.id as u32, st.high as u64);
+        if st.next as u64 > out.next_offset(st.id as u32) {
+            out.set(st.id as u32, st.next as u64);
         }
     }
     Ok(out)
