@@ -1,0 +1,150 @@
+//! API errors: an HTTP status, a stable machine code, a message and the offending field.
+//!
+//! Codes are the contract (docs/errors.md); messages are for humans and may change.
+
+use std::borrow::Cow;
+
+use oms_core::{RejectCode, ValidationError};
+
+/// Codes that belong to the HTTP layer (validation and reject codes come from the core).
+pub const API_CODES: [&str; 17] = [
+    "INVALID_JSON",
+    "UNKNOWN_FIELD",
+    "IDEMPOTENCY_KEY_MISSING",
+    "INVALID_IDEMPOTENCY_KEY",
+    "IDEMPOTENCY_KEY_IN_USE",
+    "IDEMPOTENCY_KEY_REUSED",
+    "PAYLOAD_TOO_LARGE",
+    "UNSUPPORTED_MEDIA_TYPE",
+    "INVALID_ORDER_ID",
+    "ORDER_NOT_FOUND",
+    "INVALID_PARAMETER",
+    "NOT_FOUND",
+    "METHOD_NOT_ALLOWED",
+    "UNAUTHORIZED",
+    "OVERLOADED",
+    "LOG_UNAVAILABLE",
+    "INTERNAL",
+];
+
+/// An error answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ApiError {
+    pub status: u16,
+    pub code: &'static str,
+    pub message: String,
+    pub field: Option<Cow<'static, str>>,
+    /// Seconds for `Retry-After` (409, 503).
+    pub retry_after: Option<u32>,
+    /// `Allow` header for 405.
+    pub allow: Option<&'static str>,
+}
+
+impl ApiError {
+    pub fn new(status: u16, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+            field: None,
+            retry_after: None,
+            allow: None,
+        }
+    }
+
+    pub fn field(mut self, field: impl Into<Cow<'static, str>>) -> Self {
+        self.field = Some(field.into());
+        self
+    }
+
+    pub fn retry_after(mut self, secs: u32) -> Self {
+        self.retry_after = Some(secs);
+        self
+    }
+
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        ApiError::new(400, code, message)
+    }
+
+    pub fn not_found() -> Self {
+        ApiError::new(404, "NOT_FOUND", "no such route")
+    }
+
+    pub fn order_not_found() -> Self {
+        ApiError::new(404, "ORDER_NOT_FOUND", "no such order for this account")
+    }
+
+    pub fn method_not_allowed(allow: &'static str) -> Self {
+        let mut e = ApiError::new(405, "METHOD_NOT_ALLOWED", format!("allowed: {allow}"));
+        e.allow = Some(allow);
+        e
+    }
+
+    pub fn overloaded() -> Self {
+        ApiError::new(
+            503,
+            "OVERLOADED",
+            "the order pipeline is full; retry shortly",
+        )
+        .retry_after(1)
+    }
+
+    pub fn log_unavailable(detail: &str) -> Self {
+        ApiError::new(
+            503,
+            "LOG_UNAVAILABLE",
+            format!("the order log is unavailable: {detail}"),
+        )
+        .retry_after(1)
+    }
+
+    pub fn internal(message: impl Into<String>) -> Self {
+        ApiError::new(500, "INTERNAL", message)
+    }
+
+    /// A reject code from risk or the processor, mapped to its HTTP status.
+    pub fn reject(code: RejectCode) -> Self {
+        let status = match code {
+            RejectCode::OrderNotOpen => 409,
+            RejectCode::InvalidAmend => 400,
+            _ => 422,
+        };
+        ApiError::new(status, code.as_str(), reject_message(code))
+    }
+}
+
+impl From<ValidationError> for ApiError {
+    fn from(e: ValidationError) -> Self {
+        ApiError {
+            status: 400,
+            code: e.code.as_str(),
+            message: e.message,
+            field: Some(Cow::Borrowed(e.field)),
+            retry_after: None,
+            allow: None,
+        }
+    }
+}
+
+/// Human text for reject codes.
+pub fn reject_message(code: RejectCode) -> &'static str {
+    match code {
+        RejectCode::InsufficientMargin => "not enough available margin for this order",
+        RejectCode::PositionLimitExceeded => {
+            "the order could take the position past the instrument's limit"
+        }
+        RejectCode::MaxNotionalExceeded => "the order's notional is above the instrument's maximum",
+        RejectCode::PriceOutOfBand => {
+            "the price is outside the allowed band around the reference price"
+        }
+        RejectCode::TooManyOpenOrders => "the account has too many open orders",
+        RejectCode::TradingHalted => "trading is halted for this account or globally",
+        RejectCode::MaxQuantityExceeded => "the quantity is above the instrument's maximum",
+        RejectCode::PostOnlyWouldTake => "the post-only order would have taken liquidity",
+        RejectCode::SelfTradePrevented => "the order would have traded with the same account",
+        RejectCode::FokNotFillable => "the fill-or-kill order could not be filled completely",
+        RejectCode::NoLiquidity => "no liquidity within the price band",
+        RejectCode::OrderNotOpen => "the order is no longer open",
+        RejectCode::InvalidAmend => "the amend changes nothing or leaves no quantity",
+    }
+}

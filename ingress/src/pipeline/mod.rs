@@ -1,0 +1,219 @@
+//! The order pipeline: a multi-producer disruptor ring between the HTTP tasks and four
+//! dependent stages (validate ▶ idempotency ▶ risk ▶ publish), each on its own thread.
+//!
+//! HTTP tasks claim a slot with `try_publish` and write the request into it in place; if the
+//! ring stays full for `ring_full_wait` they answer 503 `OVERLOADED`. A request waits for its
+//! answer at most `ack_timeout`; if by then the publish stage has not yet taken the command,
+//! the task marks it abandoned (a compare-and-swap the publish stage also races for), answers
+//! 503 `LOG_UNAVAILABLE`, and the command is never logged — so it never executes later. If
+//! the publish stage took it first, the task waits for the log's own bounded outcome.
+
+pub mod slot;
+pub mod stages;
+
+use std::cell::RefCell;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::time::{Duration, Instant};
+
+use disruptor::wait_strategies::WaitStrategy;
+use disruptor::{
+    BusySpinWithSpinLoopHint, MultiProducer, ProcessorSettings, Producer, RingBufferFull,
+    SingleConsumerBarrier, Sleep, build_multi_producer,
+};
+use tokio::sync::oneshot;
+
+use self::slot::{ABANDONED, QUEUED, Reply, Slot, SlotData, Ticket};
+use crate::config::WaitKind;
+use crate::http::error::ApiError;
+use crate::metrics::Metrics;
+
+type RingProducer = MultiProducer<Slot, SingleConsumerBarrier>;
+
+/// Yields the CPU while idle.
+#[derive(Clone, Copy)]
+pub struct Yield;
+
+impl WaitStrategy for Yield {
+    fn wait_for(&self, _sequence: i64) {
+        std::thread::yield_now();
+    }
+}
+
+/// The four stage handlers, ready to be installed.
+pub struct Stages<V, I, R> {
+    pub validate: V,
+    pub idempotency: I,
+    pub risk: R,
+    pub publish: stages::PublishStage,
+}
+
+/// Ring settings.
+pub struct RingConfig {
+    pub size: usize,
+    pub wait: WaitKind,
+    /// Cores for validate, idempotency, risk, publish (missing entries: unpinned).
+    pub pin: Vec<Option<usize>>,
+    pub ack_timeout: Duration,
+    pub ring_full_wait: Duration,
+}
+
+/// The HTTP side's handle on the ring.
+pub struct Pipeline {
+    template: parking_lot::Mutex<RingProducer>,
+    id: usize,
+    ack_timeout: Duration,
+    ring_full_wait: Duration,
+    metrics: Arc<Metrics>,
+}
+
+thread_local! {
+    /// One producer handle per runtime thread (cloned once), so publishing takes no lock.
+    static PRODUCER: RefCell<Option<(usize, RingProducer)>> = const { RefCell::new(None) };
+}
+
+fn install<W, V, I, R>(cfg: &RingConfig, wait: W, s: Stages<V, I, R>) -> RingProducer
+where
+    W: WaitStrategy + 'static,
+    V: FnMut(&Slot, i64, bool) + Send + 'static,
+    I: FnMut(&Slot, i64, bool) + Send + 'static,
+    R: FnMut(&Slot, i64, bool) + Send + 'static,
+{
+    let mut publish = s.publish;
+    let b = build_multi_producer(cfg.size, Slot::new, wait);
+    let b = match cfg.pin.first().copied().flatten() {
+        Some(c) => b.pin_at_core(c),
+        None => b,
+    };
+    let b = b
+        .thread_name("oms-validate")
+        .handle_events_with(s.validate)
+        .and_then();
+    let b = match cfg.pin.get(1).copied().flatten() {
+        Some(c) => b.pin_at_core(c),
+        None => b,
+    };
+    let b = b
+        .thread_name("oms-idempotency")
+        .handle_events_with(s.idempotency)
+        .and_then();
+    let b = match cfg.pin.get(2).copied().flatten() {
+        Some(c) => b.pin_at_core(c),
+        None => b,
+    };
+    let b = b
+        .thread_name("oms-risk")
+        .handle_events_with(s.risk)
+        .and_then();
+    let b = match cfg.pin.get(3).copied().flatten() {
+        Some(c) => b.pin_at_core(c),
+        None => b,
+    };
+    b.thread_name("oms-publish")
+        .handle_events_with(move |slot: &Slot, seq: i64, eob: bool| publish.handle(slot, seq, eob))
+        .build()
+}
+
+static NEXT_PIPELINE_ID: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(1);
+
+impl Pipeline {
+    /// Starts the stage threads.
+    pub fn start<V, I, R>(
+        cfg: RingConfig,
+        stages: Stages<V, I, R>,
+        metrics: Arc<Metrics>,
+    ) -> Pipeline
+    where
+        V: FnMut(&Slot, i64, bool) + Send + 'static,
+        I: FnMut(&Slot, i64, bool) + Send + 'static,
+        R: FnMut(&Slot, i64, bool) + Send + 'static,
+    {
+        let producer = match cfg.wait {
+            WaitKind::Sleep => install(&cfg, Sleep::new(Duration::from_micros(20)), stages),
+            WaitKind::Yield => install(&cfg, Yield, stages),
+            WaitKind::Spin => install(&cfg, BusySpinWithSpinLoopHint, stages),
+        };
+        Pipeline {
+            template: parking_lot::Mutex::new(producer),
+            id: NEXT_PIPELINE_ID.fetch_add(1, Ordering::Relaxed),
+            ack_timeout: cfg.ack_timeout,
+            ring_full_wait: cfg.ring_full_wait,
+            metrics,
+        }
+    }
+
+    fn try_publish(
+        &self,
+        fill: &mut Option<impl FnOnce(&mut SlotData)>,
+    ) -> Result<(), RingBufferFull> {
+        PRODUCER.with(|cell| {
+            let mut cell = cell.borrow_mut();
+            if cell.as_ref().is_none_or(|(id, _)| *id != self.id) {
+                *cell = Some((self.id, self.template.lock().clone()));
+            }
+            let (_, producer) = cell.as_mut().expect("just installed");
+            producer
+                .try_publish(|slot| {
+                    if let Some(f) = fill.take() {
+                        f(slot.data_mut());
+                    }
+                })
+                .map(|_| ())
+        })
+    }
+
+    /// Puts a command on the ring and waits (bounded) for its answer.
+    pub async fn submit(&self, started: Instant, fill: impl FnOnce(&mut SlotData)) -> Reply {
+        let (tx, mut rx) = oneshot::channel();
+        let state = Arc::new(AtomicU8::new(QUEUED));
+        let ticket = Ticket {
+            tx,
+            state: Arc::clone(&state),
+            started,
+        };
+        let mut fill = Some(move |d: &mut SlotData| {
+            fill(d);
+            d.ticket = Some(ticket);
+        });
+        let full_deadline = Instant::now() + self.ring_full_wait;
+        loop {
+            match self.try_publish(&mut fill) {
+                Ok(()) => break,
+                Err(RingBufferFull) => {
+                    if Instant::now() >= full_deadline {
+                        self.metrics.ring_full.fetch_add(1, Ordering::Relaxed);
+                        self.metrics.reject("OVERLOADED");
+                        return Reply::Error(ApiError::overloaded());
+                    }
+                    tokio::time::sleep(Duration::from_micros(200)).await;
+                }
+            }
+        }
+        self.metrics.ring_in_flight.fetch_add(1, Ordering::Relaxed);
+        let reply = match tokio::time::timeout(self.ack_timeout, &mut rx).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(_)) => Reply::Error(ApiError::internal("the pipeline dropped the request")),
+            Err(_) => {
+                if state
+                    .compare_exchange(QUEUED, ABANDONED, Ordering::AcqRel, Ordering::Acquire)
+                    .is_ok()
+                {
+                    self.metrics.reject("LOG_UNAVAILABLE");
+                    Reply::Error(ApiError::log_unavailable(
+                        "no acknowledgement within the bound",
+                    ))
+                } else {
+                    // The publish stage owns it: its outcome (bounded by the log) decides.
+                    match rx.await {
+                        Ok(r) => r,
+                        Err(_) => {
+                            Reply::Error(ApiError::internal("the pipeline dropped the request"))
+                        }
+                    }
+                }
+            }
+        };
+        self.metrics.ring_in_flight.fetch_sub(1, Ordering::Relaxed);
+        reply
+    }
+}

@@ -1,0 +1,458 @@
+//! The four ring stages: validate ▶ idempotency ▶ risk ▶ publish.
+//!
+//! Each stage owns its state (no locks): the instrument table, the idempotency index, the R1
+//! risk book, the order log. A stage that can answer a request on its own (validation error,
+//! idempotent replay, key in use) replies and takes the slot's ticket, so later stages skip
+//! it. Only the publish stage answers accepted orders, and only after the log made the whole
+//! batch durable.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crossbeam_channel::{Receiver, Sender};
+use oms_core::command::{Command, PlaceOrder, RiskDecision};
+use oms_core::idempotency::MemoryIdempotency;
+use oms_core::ids::{IdGen, Uuid7Gen};
+use oms_core::ports::{
+    Claim, ClaimRequest, Completion, IdemKey, IdempotencyStore, OrderLog, StoredResponse,
+};
+use oms_core::risk::RiskEngine;
+use oms_core::{InstrumentTable, OrderId, OrderRequest, validate};
+
+use super::slot::{Reply, Slot, SlotData, Work};
+use crate::http::error::ApiError;
+use crate::http::render;
+use crate::metrics::Metrics;
+use crate::processor::{Durable, Feedback};
+
+/// Messages to the idempotency stage from later stages.
+pub enum IdemMsg {
+    Done(Completion),
+    Release(IdemKey),
+}
+
+fn now_nanos() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+fn fail(d: &mut SlotData, metrics: &Metrics, e: ApiError) {
+    metrics.reject(e.code);
+    if let Some(t) = d.ticket.take() {
+        t.reply(Reply::Error(e));
+    }
+}
+
+/// Times whole batches of one stage.
+struct BatchTimer {
+    start: Option<Instant>,
+}
+
+impl BatchTimer {
+    fn tick(&mut self, end_of_batch: bool, metrics: &Metrics, stage: usize) {
+        let start = *self.start.get_or_insert_with(Instant::now);
+        if end_of_batch {
+            metrics.stage_latency[stage].observe(start.elapsed());
+            self.start = None;
+        }
+    }
+}
+
+/// Stage 1: pure validation against the instrument table.
+pub fn validate_stage(
+    table: Arc<InstrumentTable>,
+    metrics: Arc<Metrics>,
+) -> impl FnMut(&Slot, i64, bool) + Send + 'static {
+    let mut timer = BatchTimer { start: None };
+    move |slot, _seq, eob| {
+        // SAFETY: this stage is the slot's only owner now (see slot.rs).
+        let d = unsafe { slot.data() };
+        if d.ticket.is_some()
+            && let Work::Place {
+                raw,
+                key,
+                fingerprint,
+                cmd,
+            } = &mut d.work
+        {
+            let req = OrderRequest {
+                symbol: raw.symbol.as_str(),
+                side: raw.side.as_str(),
+                order_type: raw.order_type.as_ref().map(|t| t.as_str()),
+                time_in_force: raw.time_in_force.as_ref().map(|t| t.as_str()),
+                post_only: raw.post_only,
+                quantity: raw.quantity.as_str(),
+                price: raw.price.as_ref().map(|t| t.as_str()),
+                client_order_id: raw.client_order_id.as_ref().map(|t| t.as_str()),
+            };
+            match validate(&table, &req) {
+                Ok(order) => {
+                    *cmd = Some(PlaceOrder {
+                        order_id: OrderId(0),
+                        account: d.account,
+                        order,
+                        ts: 0,
+                        idempotency_key: Some(*key),
+                        fingerprint: *fingerprint,
+                        correlation_id: d.correlation_id,
+                        risk: RiskDecision::Unchecked,
+                    })
+                }
+                Err(e) => fail(d, &metrics, e.into()),
+            }
+        }
+        timer.tick(eob, &metrics, 0);
+    }
+}
+
+/// Stage 2: idempotency claims; assigns order ids and acceptance timestamps.
+pub fn idempotency_stage(
+    mut store: MemoryIdempotency,
+    inbox: Receiver<IdemMsg>,
+    node_id: u64,
+    metrics: Arc<Metrics>,
+) -> impl FnMut(&Slot, i64, bool) + Send + 'static {
+    let mut ids = Uuid7Gen::new(node_id.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ now_nanos());
+    let mut timer = BatchTimer { start: None };
+    let mut verdicts = Vec::with_capacity(1);
+    let mut last_ts = 0u64;
+    move |slot, _seq, eob| {
+        let now = now_nanos();
+        let now_ms = now / 1_000_000;
+        while let Ok(msg) = inbox.try_recv() {
+            let r = match msg {
+                IdemMsg::Done(c) => store.complete_batch(std::slice::from_ref(&c), now_ms),
+                IdemMsg::Release(k) => store.release_batch(std::slice::from_ref(&k)),
+            };
+            if r.is_err() {
+                metrics.store_errors.fetch_add(1, Relaxed);
+            }
+        }
+        // SAFETY: this stage is the slot's only owner now (see slot.rs).
+        let d = unsafe { slot.data() };
+        if d.ticket.is_some() {
+            let account = d.account;
+            // Timestamps are strictly increasing so the log's order is also time order.
+            let ts = now.max(last_ts + 1);
+            let mut outcome: Option<ApiError> = None;
+            let mut replay: Option<StoredResponse> = None;
+            match &mut d.work {
+                Work::Place {
+                    key,
+                    fingerprint,
+                    cmd: Some(cmd),
+                    ..
+                } => {
+                    let claim = ClaimRequest {
+                        key: IdemKey { account, key: *key },
+                        fingerprint: *fingerprint,
+                    };
+                    verdicts.clear();
+                    match store.claim_batch(std::slice::from_ref(&claim), now_ms, &mut verdicts) {
+                        Ok(()) => {
+                            match verdicts.pop() {
+                                Some(Claim::New) => {
+                                    metrics.idempotency[0].fetch_add(1, Relaxed);
+                                    cmd.order_id = ids.next_order_id(ts);
+                                    cmd.ts = ts;
+                                    last_ts = ts;
+                                }
+                                Some(Claim::Replay(resp)) => {
+                                    metrics.idempotency[1].fetch_add(1, Relaxed);
+                                    replay = Some(resp);
+                                }
+                                Some(Claim::InFlight) => {
+                                    metrics.idempotency[2].fetch_add(1, Relaxed);
+                                    outcome = Some(
+                                    ApiError::new(409, "IDEMPOTENCY_KEY_IN_USE", "a request with this idempotency key is still in flight")
+                                        .field("X-Idempotency-Key")
+                                        .retry_after(1),
+                                );
+                                }
+                                Some(Claim::Mismatch) => {
+                                    metrics.idempotency[3].fetch_add(1, Relaxed);
+                                    outcome = Some(
+                                    ApiError::new(422, "IDEMPOTENCY_KEY_REUSED", "this idempotency key was used with a different request body")
+                                        .field("X-Idempotency-Key"),
+                                );
+                                }
+                                None => {
+                                    outcome = Some(ApiError::internal(
+                                        "idempotency store gave no verdict",
+                                    ))
+                                }
+                            }
+                        }
+                        Err(e) => {
+                            outcome = Some(ApiError::internal(format!("idempotency store: {e}")))
+                        }
+                    }
+                }
+                Work::Place { cmd: None, .. } => {}
+                Work::Cancel(c) => {
+                    c.ts = ts;
+                    last_ts = ts;
+                }
+                Work::Amend { cmd, .. } => {
+                    cmd.ts = ts;
+                    last_ts = ts;
+                }
+                Work::Halt(h) => {
+                    h.ts = ts;
+                    last_ts = ts;
+                }
+            }
+            if let Some(resp) = replay {
+                if let Some(t) = d.ticket.take() {
+                    t.reply(Reply::Json {
+                        status: resp.status,
+                        body: resp.body,
+                        replayed: true,
+                    });
+                }
+            } else if let Some(e) = outcome {
+                fail(d, &metrics, e);
+            }
+        }
+        timer.tick(eob, &metrics, 1);
+    }
+}
+
+/// Stage 3: pre-trade risk (R1). Reserves margin; the decision is recorded in the log.
+pub fn risk_stage(
+    mut risk: RiskEngine,
+    feedback: Receiver<Vec<Feedback>>,
+    metrics: Arc<Metrics>,
+) -> impl FnMut(&Slot, i64, bool) + Send + 'static {
+    let mut timer = BatchTimer { start: None };
+    move |slot, _seq, eob| {
+        while let Ok(batch) = feedback.try_recv() {
+            for f in batch {
+                f.apply(&mut risk);
+            }
+        }
+        // SAFETY: this stage is the slot's only owner now (see slot.rs).
+        let d = unsafe { slot.data() };
+        if d.ticket.is_some() {
+            match &mut d.work {
+                Work::Place { cmd: Some(cmd), .. } => {
+                    cmd.risk = match risk.check_place(&cmd.account, cmd.order_id, &cmd.order) {
+                        Ok(reserved) => RiskDecision::Accepted { reserved },
+                        Err(code) => {
+                            metrics.reject(code.as_str());
+                            RiskDecision::Rejected(code)
+                        }
+                    };
+                }
+                Work::Amend { cmd, leaves } => {
+                    cmd.risk =
+                        match risk.check_amend(&cmd.account, cmd.order_id, *leaves, cmd.price) {
+                            Ok(reserved) => RiskDecision::Accepted { reserved },
+                            Err(code) => RiskDecision::Rejected(code),
+                        };
+                }
+                Work::Halt(h) => risk.set_halt(&h.scope, h.halted),
+                Work::Place { cmd: None, .. } | Work::Cancel(_) => {}
+            }
+        }
+        timer.tick(eob, &metrics, 2);
+    }
+}
+
+/// Stage 4 settings.
+pub struct PublishConfig {
+    pub max_batch: usize,
+    pub test_stall: Duration,
+}
+
+/// Stage 4: group commit to the order log, then acknowledge.
+pub struct PublishStage {
+    log: Box<dyn OrderLog>,
+    table: Arc<InstrumentTable>,
+    metrics: Arc<Metrics>,
+    idem_tx: Sender<IdemMsg>,
+    feedback_tx: Sender<Vec<Feedback>>,
+    processor_tx: Sender<Vec<Durable>>,
+    cfg: PublishConfig,
+    pending: Vec<*const Slot>,
+    cmds: Vec<Command>,
+    batch_start: Option<Instant>,
+}
+
+// SAFETY: the raw slot pointers in `pending` are only dereferenced on the stage's own thread,
+// within the batch they were collected in (see `handle`); the log is `Send`.
+unsafe impl Send for PublishStage {}
+
+impl PublishStage {
+    pub fn new(
+        log: Box<dyn OrderLog>,
+        table: Arc<InstrumentTable>,
+        metrics: Arc<Metrics>,
+        idem_tx: Sender<IdemMsg>,
+        feedback_tx: Sender<Vec<Feedback>>,
+        processor_tx: Sender<Vec<Durable>>,
+        cfg: PublishConfig,
+    ) -> Self {
+        let cap = cfg.max_batch.max(1);
+        PublishStage {
+            log,
+            table,
+            metrics,
+            idem_tx,
+            feedback_tx,
+            processor_tx,
+            cfg,
+            pending: Vec::with_capacity(cap),
+            cmds: Vec::with_capacity(cap),
+            batch_start: None,
+        }
+    }
+
+    /// The disruptor handler: collect the batch, flush at its end or when full.
+    pub fn handle(&mut self, slot: &Slot, _seq: i64, end_of_batch: bool) {
+        self.batch_start.get_or_insert_with(Instant::now);
+        self.pending.push(slot as *const Slot);
+        if end_of_batch || self.pending.len() >= self.cfg.max_batch {
+            self.flush();
+        }
+        if end_of_batch {
+            if let Some(s) = self.batch_start.take() {
+                self.metrics.stage_latency[3].observe(s.elapsed());
+            }
+        }
+    }
+
+    fn flush(&mut self) {
+        self.cmds.clear();
+        let mut feedback = Vec::new();
+        let pending = std::mem::take(&mut self.pending);
+        let mut live: Vec<&mut SlotData> = Vec::with_capacity(pending.len());
+        for p in &pending {
+            // SAFETY: `p` points into the ring and was handed to this stage in the current
+            // batch; the disruptor does not publish this stage's cursor (so no producer can
+            // reuse the slot) until `handle` returns for the batch's last event, and no other
+            // stage touches it meanwhile. Each pointer is distinct, so the `&mut`s don't alias.
+            let d = unsafe { (**p).data() };
+            let Some(ticket) = d.ticket.as_ref() else {
+                continue;
+            };
+            let Some(cmd) = command_of(d) else { continue };
+            if !ticket.commit() {
+                // The client already got a 503: this command must never execute.
+                self.metrics.abandoned.fetch_add(1, Relaxed);
+                self.undo(d, &cmd, &mut feedback);
+                d.ticket = None;
+                continue;
+            }
+            self.cmds.push(cmd);
+            live.push(d);
+        }
+        if !self.cmds.is_empty() {
+            if !self.cfg.test_stall.is_zero() {
+                std::thread::sleep(self.cfg.test_stall);
+            }
+            let started = Instant::now();
+            let result = self.log.append(&self.cmds);
+            self.metrics.log_append_latency.observe(started.elapsed());
+            self.metrics
+                .log_batch_size
+                .observe_raw(self.cmds.len() as u64);
+            match result {
+                Ok(()) => self.acknowledge(&mut live),
+                Err(e) => {
+                    self.metrics.log_errors.fetch_add(1, Relaxed);
+                    tracing::error!(error = %e, batch = self.cmds.len(), "order log append failed; answering 503");
+                    let msg = e.to_string();
+                    for (d, cmd) in live.iter_mut().zip(self.cmds.iter()) {
+                        self.undo(d, cmd, &mut feedback);
+                        if let Some(t) = d.ticket.take() {
+                            self.metrics.reject("LOG_UNAVAILABLE");
+                            t.reply(Reply::Error(ApiError::log_unavailable(&msg)));
+                        }
+                    }
+                }
+            }
+        }
+        if !feedback.is_empty() {
+            let _ = self.feedback_tx.send(feedback);
+        }
+        self.pending = pending;
+        self.pending.clear();
+    }
+
+    /// Replies to places, hands every durable command to the processor (which answers
+    /// cancels, amends and halts after applying them).
+    fn acknowledge(&mut self, live: &mut [&mut SlotData]) {
+        let mut durable = Vec::with_capacity(live.len());
+        for (d, cmd) in live.iter_mut().zip(self.cmds.iter()) {
+            let ticket = d.ticket.take();
+            match cmd {
+                Command::Place(p) => {
+                    let corr = d.correlation_id.as_ref().map_or("", |c| c.as_str());
+                    let (status, body) = render::place_ack(&self.table, p, corr);
+                    if let Some(key) = p.idempotency_key {
+                        let _ = self.idem_tx.send(IdemMsg::Done(Completion {
+                            key: IdemKey {
+                                account: p.account,
+                                key,
+                            },
+                            fingerprint: p.fingerprint,
+                            response: StoredResponse {
+                                status,
+                                body: body.clone(),
+                            },
+                        }));
+                    }
+                    if status == 201 {
+                        self.metrics.orders_accepted.fetch_add(1, Relaxed);
+                    }
+                    if let Some(t) = ticket {
+                        self.metrics.ack_latency.observe(t.started.elapsed());
+                        t.reply(Reply::Json {
+                            status,
+                            body,
+                            replayed: false,
+                        });
+                    }
+                    durable.push(Durable {
+                        cmd: *cmd,
+                        ticket: None,
+                    });
+                }
+                _ => durable.push(Durable { cmd: *cmd, ticket }),
+            }
+        }
+        let _ = self.processor_tx.send(durable);
+    }
+
+    /// Gives back what earlier stages took for a command that will not be logged.
+    fn undo(&self, d: &SlotData, cmd: &Command, feedback: &mut Vec<Feedback>) {
+        if let Command::Place(p) = cmd {
+            if let Some(key) = p.idempotency_key {
+                let _ = self.idem_tx.send(IdemMsg::Release(IdemKey {
+                    account: d.account,
+                    key,
+                }));
+            }
+            if matches!(p.risk, RiskDecision::Accepted { .. }) {
+                feedback.push(Feedback::Done {
+                    account: p.account,
+                    order_id: p.order_id,
+                });
+            }
+        }
+    }
+}
+
+/// The command a slot will log, if it got that far.
+fn command_of(d: &SlotData) -> Option<Command> {
+    match &d.work {
+        Work::Place { cmd: Some(p), .. } => Some(Command::Place(*p)),
+        Work::Place { cmd: None, .. } => None,
+        Work::Cancel(c) => Some(Command::Cancel(*c)),
+        Work::Amend { cmd, .. } => Some(Command::Amend(*cmd)),
+        Work::Halt(h) => Some(Command::Halt(*h)),
+    }
+}

@@ -1,0 +1,214 @@
+//! The processor thread: applies durable commands to the deterministic [`Engine`] in log
+//! order, answers cancels/amends/halts, feeds settlements back to the risk stage, hands
+//! events to the adapters, and serves read queries between batches.
+//!
+//! It is the single writer of the engine. Queries arrive as closures on a channel and run on
+//! this thread, so readers never lock the matching state.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Instant;
+
+use crossbeam_channel::{Receiver, Sender, select};
+use oms_core::command::{Command, RiskDecision};
+use oms_core::engine::Engine;
+use oms_core::risk::RiskEngine;
+use oms_core::{AccountId, Event, OrderId, OrderStatus, Price, Qty, Side, SymbolId};
+
+use crate::http::error::ApiError;
+use crate::http::render;
+use crate::metrics::Metrics;
+use crate::pipeline::slot::{Reply, Ticket};
+
+/// A command that is durable in the log, with the ticket of a request still waiting for it.
+pub struct Durable {
+    pub cmd: Command,
+    pub ticket: Option<Ticket>,
+}
+
+/// Settlement news for the risk stage's R1 book.
+#[derive(Clone, Copy, Debug)]
+pub enum Feedback {
+    Fill {
+        account: AccountId,
+        order_id: OrderId,
+        symbol: SymbolId,
+        side: Side,
+        qty: Qty,
+        price: Price,
+    },
+    Done {
+        account: AccountId,
+        order_id: OrderId,
+    },
+    TradePrice {
+        symbol: SymbolId,
+        price: Price,
+    },
+}
+
+impl Feedback {
+    pub fn apply(self, risk: &mut RiskEngine) {
+        match self {
+            Feedback::Fill {
+                account,
+                order_id,
+                symbol,
+                side,
+                qty,
+                price,
+            } => risk.on_fill(&account, order_id, symbol, side, qty, price),
+            Feedback::Done { account, order_id } => risk.on_order_done(&account, order_id),
+            Feedback::TradePrice { symbol, price } => risk.on_trade_price(symbol, price),
+        }
+    }
+
+    /// The feedback an event implies, if any.
+    pub fn from_event(e: &Event) -> Option<Feedback> {
+        match e {
+            Event::Execution(x) => Some(Feedback::Fill {
+                account: x.account,
+                order_id: x.order_id,
+                symbol: x.symbol,
+                side: x.side,
+                qty: x.last_qty,
+                price: x.last_px,
+            }),
+            Event::OrderUpdate { order, .. }
+                if order.status.is_terminal() && order.status != OrderStatus::Rejected =>
+            {
+                Some(Feedback::Done {
+                    account: order.account,
+                    order_id: order.order_id,
+                })
+            }
+            Event::Trade(t) => Some(Feedback::TradePrice {
+                symbol: t.symbol,
+                price: t.price,
+            }),
+            _ => None,
+        }
+    }
+}
+
+/// Something that wants the event stream (Kafka publisher, Mongo projector, WebSocket hub).
+/// Must not block: queue and return.
+pub trait EventSink: Send {
+    fn publish(&mut self, events: &[Event]);
+}
+
+/// A read query run on the processor thread.
+pub type Query = Box<dyn FnOnce(&Engine) + Send>;
+
+/// Runs the processor loop until both channels close.
+pub fn run(
+    mut engine: Engine,
+    commands: Receiver<Vec<Durable>>,
+    queries: Receiver<Query>,
+    feedback: Sender<Vec<Feedback>>,
+    mut sinks: Vec<Box<dyn EventSink>>,
+    metrics: Arc<Metrics>,
+) {
+    let mut events = Vec::with_capacity(256);
+    let mut all_events = Vec::with_capacity(1024);
+    let mut fb = Vec::with_capacity(256);
+    loop {
+        select! {
+            recv(commands) -> batch => {
+                let Ok(batch) = batch else { break };
+                let started = Instant::now();
+                for d in batch {
+                    events.clear();
+                    engine.apply(&d.cmd, &mut events);
+                    metrics.processed_commands.fetch_add(1, Relaxed);
+                    for e in &events {
+                        match e {
+                            Event::Execution(_) => { metrics.executions.fetch_add(1, Relaxed); }
+                            Event::Trade(_) => { metrics.trades.fetch_add(1, Relaxed); }
+                            _ => {}
+                        }
+                        if let Some(f) = Feedback::from_event(e) {
+                            fb.push(f);
+                        }
+                    }
+                    if let Some(t) = d.ticket {
+                        t.reply(answer(&engine, &d.cmd, &events));
+                    }
+                    if !sinks.is_empty() {
+                        all_events.append(&mut events);
+                    }
+                }
+                if !fb.is_empty() {
+                    let _ = feedback.send(std::mem::take(&mut fb));
+                }
+                for s in sinks.iter_mut() {
+                    s.publish(&all_events);
+                }
+                all_events.clear();
+                metrics.stage_latency[4].observe(started.elapsed());
+            }
+            recv(queries) -> q => {
+                let Ok(q) = q else { break };
+                q(&engine);
+            }
+        }
+    }
+}
+
+/// The HTTP answer to a cancel, amend or halt once applied.
+fn answer(engine: &Engine, cmd: &Command, events: &[Event]) -> Reply {
+    for e in events {
+        if let Event::CommandRejected { code, .. } = e {
+            return Reply::Error(ApiError::reject(*code));
+        }
+    }
+    match cmd {
+        Command::Cancel(c) => order_reply(engine, c.order_id),
+        Command::Amend(a) => {
+            if let RiskDecision::Rejected(code) = a.risk {
+                return Reply::Error(ApiError::reject(code));
+            }
+            order_reply(engine, a.order_id)
+        }
+        Command::Halt(h) => {
+            let (scope, account) = match &h.scope {
+                oms_core::HaltScope::Global => ("GLOBAL", None),
+                oms_core::HaltScope::Account(a) => ("ACCOUNT", Some(a)),
+            };
+            let mut s = String::with_capacity(96);
+            s.push_str("{\"scope\":\"");
+            s.push_str(scope);
+            s.push_str("\",\"account\":");
+            match account {
+                Some(a) => render::json_str(&mut s, a.as_str()),
+                None => s.push_str("null"),
+            }
+            s.push_str(if h.halted {
+                ",\"halted\":true}"
+            } else {
+                ",\"halted\":false}"
+            });
+            Reply::Json {
+                status: 200,
+                body: s.into_bytes(),
+                replayed: false,
+            }
+        }
+        Command::Place(_) => Reply::Error(ApiError::internal("place answered by the processor")),
+    }
+}
+
+fn order_reply(engine: &Engine, id: OrderId) -> Reply {
+    match engine.order(id) {
+        Some(o) => {
+            let mut s = String::with_capacity(640);
+            render::order(&mut s, engine.instruments(), o);
+            Reply::Json {
+                status: 200,
+                body: s.into_bytes(),
+                replayed: false,
+            }
+        }
+        None => Reply::Error(ApiError::order_not_found()),
+    }
+}

@@ -1,0 +1,326 @@
+//! `oms serve`: recover state from the order log, start the processor and the ring, serve
+//! HTTP until SIGTERM/SIGINT, then drain.
+//!
+//! Start-up order matters: the log is replayed into the engine and the idempotency index
+//! *before* the listener opens, so the first request already sees every acknowledged order
+//! and every stored idempotent answer.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use oms_core::command::Command;
+use oms_core::idempotency::MemoryIdempotency;
+use oms_core::ports::{Checkpoint, IdemKey, OrderLog, StoredResponse};
+use oms_core::{Engine, EngineConfig, InstrumentTable, Money, RiskConfig};
+use oms_journal::{FsyncPolicy, Journal, JournalConfig};
+use tokio::net::TcpListener;
+
+use crate::config::{AuthMode, FsyncMode, LogKind, ServeArgs};
+use crate::http::{self, App, ReadyCheck, render};
+use crate::metrics::Metrics;
+use crate::pipeline::stages::{self, PublishConfig, PublishStage};
+use crate::pipeline::{Pipeline, RingConfig, Stages};
+use crate::processor::{self, EventSink};
+
+/// The log, its recovered state, and what the adapters add.
+pub struct Backends {
+    pub log: Box<dyn OrderLog>,
+    pub sinks: Vec<Box<dyn EventSink>>,
+    pub ready_checks: Vec<ReadyCheck>,
+}
+
+/// Opens the embedded journal per the flags.
+pub fn open_journal(args: &ServeArgs) -> anyhow::Result<Box<dyn OrderLog>> {
+    let fsync = match args.fsync {
+        FsyncMode::Batch => FsyncPolicy::EveryBatch,
+        FsyncMode::Interval => FsyncPolicy::Interval(Duration::from_millis(args.fsync_interval_ms)),
+        FsyncMode::Never => FsyncPolicy::Never,
+    };
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("cannot create data dir {}", args.data_dir.display()))?;
+    let (journal, report) = Journal::open(
+        &args.data_dir,
+        JournalConfig {
+            segment_bytes: args.segment_mib << 20,
+            fsync,
+        },
+    )
+    .with_context(|| format!("cannot open the journal in {}", args.data_dir.display()))?;
+    if let Some(t) = &report.torn_tail {
+        tracing::warn!(
+            ?t,
+            "journal had a torn tail (an unacknowledged write cut by a crash); truncated"
+        );
+    }
+    tracing::info!(
+        segments = report.segments,
+        records = report.records,
+        "journal opened"
+    );
+    Ok(Box::new(journal))
+}
+
+/// Loads the instrument table from `--instruments` or the demo default.
+pub fn instruments(path: Option<&Path>) -> anyhow::Result<InstrumentTable> {
+    match path {
+        Some(p) => {
+            let text = std::fs::read_to_string(p)
+                .with_context(|| format!("cannot read {}", p.display()))?;
+            InstrumentTable::from_toml(&text)
+                .with_context(|| format!("bad instrument file {}", p.display()))
+        }
+        None => Ok(InstrumentTable::demo()),
+    }
+}
+
+/// The engine configuration implied by the flags.
+pub fn engine_config(args: &ServeArgs) -> anyhow::Result<EngineConfig> {
+    let equity = Money::parse(&args.default_equity)
+        .map_err(|e| anyhow::anyhow!("--default-equity {}: {e}", args.default_equity))?;
+    Ok(EngineConfig {
+        risk: RiskConfig {
+            max_open_orders: args.max_open_orders,
+            dev_default_equity: Some(equity),
+            ..RiskConfig::default()
+        },
+        ..EngineConfig::default()
+    })
+}
+
+/// Replays the whole log into a fresh engine and idempotency index.
+pub fn recover(
+    log: &mut dyn OrderLog,
+    table: &InstrumentTable,
+    cfg: EngineConfig,
+    metrics: &Metrics,
+) -> anyhow::Result<(Engine, MemoryIdempotency, Checkpoint)> {
+    let started = Instant::now();
+    let mut engine = Engine::new(table.clone(), cfg);
+    let mut idem = MemoryIdempotency::new();
+    let mut events = Vec::with_capacity(64);
+    let mut n = 0u64;
+    let checkpoint = log
+        .replay(&Checkpoint::start(), &mut |cmd: &Command| {
+            events.clear();
+            engine.apply(cmd, &mut events);
+            if let Command::Place(p) = cmd
+                && let Some(key) = p.idempotency_key
+            {
+                // The stored answer is a pure function of the logged command, so it is
+                // byte-identical to the one the client got before the restart.
+                let corr = p.correlation_id.as_ref().map_or("", |c| c.as_str());
+                let (status, body) = render::place_ack(table, p, corr);
+                idem.record_done(
+                    IdemKey {
+                        account: p.account,
+                        key,
+                    },
+                    p.fingerprint,
+                    StoredResponse { status, body },
+                    p.ts / 1_000_000,
+                );
+            }
+            n += 1;
+        })
+        .context("replaying the order log")?;
+    let took = started.elapsed();
+    metrics.replayed_commands.store(n, Ordering::Relaxed);
+    metrics
+        .replay_millis
+        .store(took.as_millis() as u64, Ordering::Relaxed);
+    tracing::info!(
+        commands = n,
+        took_ms = took.as_millis() as u64,
+        orders = engine.order_count(),
+        "replayed the order log"
+    );
+    Ok((engine, idem, checkpoint))
+}
+
+fn pin_plan(args: &ServeArgs) -> Vec<Option<usize>> {
+    let available: Vec<usize> = core_affinity::get_core_ids()
+        .unwrap_or_default()
+        .iter()
+        .map(|c| c.id)
+        .collect();
+    args.pin_cores
+        .iter()
+        .filter(|s| !s.trim().is_empty())
+        .map(|s| match s.trim().parse::<usize>() {
+            Ok(c) if available.contains(&c) => Some(c),
+            Ok(c) => {
+                tracing::warn!(
+                    core = c,
+                    ?available,
+                    "pin core not present; leaving that stage unpinned"
+                );
+                None
+            }
+            Err(_) => {
+                tracing::warn!(value = %s, "pin core is not a number; ignored");
+                None
+            }
+        })
+        .collect()
+}
+
+/// Runs the server until a shutdown signal. `backends` is built by the caller (embedded
+/// journal, or Kafka/Redis/Mongo when configured).
+pub async fn run(
+    args: ServeArgs,
+    table: InstrumentTable,
+    mut backends: Backends,
+) -> anyhow::Result<()> {
+    let t0 = Instant::now();
+    if args.auth == AuthMode::Off {
+        tracing::warn!(
+            "auth is off: the account is taken from X-Account-Id (default 'demo'); do not expose this"
+        );
+    }
+    if args.auth == AuthMode::Jwt && args.jwt_secret.as_deref().unwrap_or("").is_empty() {
+        anyhow::bail!("--auth jwt needs --jwt-secret (OMS_JWT_SECRET)");
+    }
+    let metrics = Arc::new(Metrics::default());
+    let cfg = engine_config(&args)?;
+    let default_equity = cfg.risk.dev_default_equity;
+    let (engine, idem, _checkpoint) = recover(backends.log.as_mut(), &table, cfg, &metrics)?;
+    let table = Arc::new(table);
+    let r1 = engine.risk().clone();
+
+    let (idem_tx, idem_rx) = crossbeam_channel::unbounded();
+    let (feedback_tx, feedback_rx) = crossbeam_channel::unbounded();
+    let (processor_tx, processor_rx) = crossbeam_channel::unbounded();
+    let (query_tx, query_rx) = crossbeam_channel::bounded(4096);
+
+    let pins = pin_plan(&args);
+    let processor_pin = pins.get(4).copied().flatten();
+    {
+        let metrics = Arc::clone(&metrics);
+        let feedback_tx = feedback_tx.clone();
+        let sinks = std::mem::take(&mut backends.sinks);
+        std::thread::Builder::new()
+            .name("oms-processor".into())
+            .spawn(move || {
+                if let Some(c) = processor_pin {
+                    core_affinity::set_for_current(core_affinity::CoreId { id: c });
+                }
+                processor::run(engine, processor_rx, query_rx, feedback_tx, sinks, metrics);
+            })?;
+    }
+
+    let publish = PublishStage::new(
+        backends.log,
+        Arc::clone(&table),
+        Arc::clone(&metrics),
+        idem_tx,
+        feedback_tx,
+        processor_tx,
+        PublishConfig {
+            max_batch: args.max_batch.max(1),
+            test_stall: Duration::from_millis(args.test_stall_log_ms),
+        },
+    );
+    let ring_size = args.ring_size.max(64).next_power_of_two();
+    let pipeline = Pipeline::start(
+        RingConfig {
+            size: ring_size,
+            wait: args.wait_strategy,
+            pin: pins.clone(),
+            ack_timeout: Duration::from_millis(args.ack_timeout_ms),
+            ring_full_wait: Duration::from_millis(args.ring_full_wait_ms),
+        },
+        Stages {
+            validate: stages::validate_stage(Arc::clone(&table), Arc::clone(&metrics)),
+            idempotency: stages::idempotency_stage(
+                idem,
+                idem_rx,
+                args.node_id,
+                Arc::clone(&metrics),
+            ),
+            risk: stages::risk_stage(r1, feedback_rx, Arc::clone(&metrics)),
+            publish,
+        },
+        Arc::clone(&metrics),
+    );
+
+    let app = Arc::new(App {
+        table: Arc::clone(&table),
+        pipeline,
+        queries: query_tx,
+        metrics: Arc::clone(&metrics),
+        auth: args.auth,
+        jwt_secret: args.jwt_secret.as_ref().map(|s| s.as_bytes().to_vec()),
+        max_body: args.max_body_bytes,
+        ready: AtomicBool::new(false),
+        ready_checks: std::mem::take(&mut backends.ready_checks),
+        node_id: args.node_id,
+        started: Instant::now(),
+        correlation_seq: AtomicU64::new(0),
+        default_equity,
+    });
+
+    let listener = TcpListener::bind(args.bind)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.bind))?;
+    let addr = listener.local_addr()?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let server = tokio::spawn(http::serve(listener, Arc::clone(&app), stop_rx));
+    app.ready.store(true, Ordering::Release);
+    tracing::info!(%addr, log = ?args.log, ring = ring_size, startup_ms = t0.elapsed().as_millis() as u64, "listening");
+    eprintln!("listening on http://{addr}");
+
+    shutdown_signal().await;
+    tracing::info!(
+        drain_ms = args.shutdown_drain_ms,
+        "shutting down: readiness off, draining"
+    );
+    app.ready.store(false, Ordering::Release);
+    tokio::time::sleep(Duration::from_millis(args.shutdown_drain_ms)).await;
+    let _ = stop_tx.send(true);
+    let _ = server.await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while metrics.ring_in_flight.load(Ordering::Relaxed) > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
+
+/// The embedded backends: journal only.
+pub fn embedded(args: &ServeArgs) -> anyhow::Result<Backends> {
+    if args.log != LogKind::Embedded {
+        anyhow::bail!("internal: embedded() called for {:?}", args.log);
+    }
+    let log = open_journal(args)?;
+    Ok(Backends {
+        log,
+        sinks: Vec::new(),
+        ready_checks: Vec::new(),
+    })
+}
