@@ -1,0 +1,186 @@
+//! What an operator and a client integrator see: probes, metrics, the OpenAPI document,
+//! correlation ids.
+
+mod common;
+
+use common::*;
+use reqwest::Method;
+use serde_json::{Value, json};
+
+#[tokio::test]
+async fn health_and_ready() {
+    let s = Server::start().await;
+    let h = s.get("/health", None).await.expect(200, "health");
+    assert_eq!(h.json, json!({"status":"ok"}));
+    let r = s.get("/ready", None).await.expect(200, "ready");
+    assert_eq!(r.json["status"], "ready");
+    assert!(
+        r.json["checks"].is_object(),
+        "ready lists its checks: {}",
+        r.text
+    );
+}
+
+#[tokio::test]
+async fn metrics_are_prometheus_text_and_count_requests() {
+    let s = Server::start().await;
+    let r = s.get("/metrics", None).await.expect(200, "metrics");
+    let ct = r.header("content-type").unwrap_or("");
+    assert!(ct.starts_with("text/plain"), "content type {ct}");
+    for name in [
+        "oms_http_requests_total",
+        "oms_http_request_duration_seconds",
+    ] {
+        assert!(r.text.contains(name), "/metrics lacks {name}");
+    }
+    for line in r
+        .text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+    {
+        assert!(
+            line.starts_with("oms_"),
+            "every metric is named oms_*: {line}"
+        );
+    }
+    let before = s.http_requests_total().await;
+    s.place_ok("m-1", &seed_order()).await;
+    s.get("/api/symbols", None).await.expect(200, "symbols");
+    s.get("/api/nope", None).await.expect(404, "404");
+    let after = s.http_requests_total().await;
+    assert!(
+        after >= before + 3.0,
+        "the request counter counts requests: {before} → {after}"
+    );
+    let m = s.get("/metrics", None).await.text;
+    assert!(
+        m.lines()
+            .any(|l| l.starts_with("oms_http_requests_total") && l.contains("404")),
+        "requests are labelled by status"
+    );
+}
+
+#[tokio::test]
+async fn openapi_document_covers_every_route() {
+    let s = Server::start().await;
+    let r = s.get("/openapi.json", None).await.expect(200, "openapi");
+    assert!(
+        r.header("content-type")
+            .unwrap_or("")
+            .starts_with("application/json")
+    );
+    let doc = &r.json;
+    assert!(
+        doc["openapi"].as_str().unwrap_or("").starts_with("3.1"),
+        "OpenAPI 3.1: {}",
+        doc["openapi"]
+    );
+    let on_disk: Value = serde_json::from_str(include_str!("../openapi.json")).unwrap();
+    assert_eq!(doc, &on_disk, "the served document is ingress/openapi.json");
+    let routes = documented_routes();
+    assert!(routes.len() >= 15, "docs/api.md routes parsed: {routes:?}");
+    for (method, path) in routes {
+        assert!(
+            doc["paths"][&path][method.to_ascii_lowercase()].is_object(),
+            "openapi.json lacks {method} {path}"
+        );
+    }
+    let codes = doc["components"]["schemas"]["ErrorCode"]["enum"]
+        .as_array()
+        .unwrap();
+    for c in [
+        "IDEMPOTENCY_KEY_IN_USE",
+        "INSUFFICIENT_MARGIN",
+        "UNKNOWN_FIELD",
+        "LOG_UNAVAILABLE",
+    ] {
+        assert!(codes.contains(&json!(c)), "ErrorCode enum lacks {c}");
+    }
+}
+
+#[tokio::test]
+async fn correlation_id_is_echoed_or_generated() {
+    let s = Server::start().await;
+    let r = s
+        .send(
+            Method::GET,
+            "/api/symbols",
+            None,
+            &[("X-Correlation-Id", "corr-123")],
+            None,
+        )
+        .await
+        .expect(200, "symbols");
+    assert_eq!(r.header("x-correlation-id"), Some("corr-123"));
+
+    let a = s.get("/health", None).await;
+    let b = s.get("/health", None).await;
+    let ga = a.header("x-correlation-id").unwrap_or("").to_string();
+    let gb = b.header("x-correlation-id").unwrap_or("").to_string();
+    assert!(
+        !ga.is_empty() && !gb.is_empty(),
+        "generated when absent: {:?}",
+        a.headers
+    );
+    assert_ne!(ga, gb, "generated ids differ per request");
+
+    // On errors it is in the header and in the body.
+    let e = s
+        .send(
+            Method::POST,
+            "/api/orders",
+            Some("c"),
+            &[("X-Correlation-Id", "err-corr")],
+            Some(&seed_order()),
+        )
+        .await
+        .expect_error(400, "IDEMPOTENCY_KEY_MISSING", "no key");
+    assert_eq!(e.json["correlationId"], "err-corr");
+
+    // On orders, too.
+    let o = s
+        .send(
+            Method::POST,
+            "/api/orders",
+            Some("c"),
+            &[
+                ("X-Correlation-Id", "order-corr"),
+                ("X-Idempotency-Key", "kc"),
+            ],
+            Some(&seed_order()),
+        )
+        .await
+        .expect(201, "order");
+    assert_eq!(o.header("x-correlation-id"), Some("order-corr"));
+}
+
+#[tokio::test]
+async fn unknown_field_oversized_body_and_routing() {
+    let s = Server::start().await;
+    s.place(
+        "ops",
+        &key("ops"),
+        &json!({"symbol":"BTC/USD","side":"BUY","quantity":"0.1","price":"45000","colour":"red"}),
+    )
+    .await
+    .expect_error(400, "UNKNOWN_FIELD", "unknown field");
+    let big = vec![b' '; 65 * 1024 + 1];
+    s.send_raw(
+        Method::POST,
+        "/api/orders",
+        Some("ops"),
+        &[("X-Idempotency-Key", "big")],
+        "application/json",
+        big,
+    )
+    .await
+    .expect_error(413, "PAYLOAD_TOO_LARGE", "body over 64 KiB");
+    s.get("/does/not/exist", None)
+        .await
+        .expect_error(404, "NOT_FOUND", "404");
+    let r = s
+        .send(Method::DELETE, "/health", None, &[], None)
+        .await
+        .expect_error(405, "METHOD_NOT_ALLOWED", "405");
+    assert!(r.header("allow").is_some(), "405 carries Allow");
+}
