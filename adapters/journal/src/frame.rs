@@ -148,6 +148,9 @@ pub struct Scan {
     pub stop: Option<Stop>,
 }
 
+/// Called for each whole record: `(index in the scan, byte position, payload)`.
+pub type OnRecord<'a> = dyn FnMut(u64, u64, &[u8]) -> Result<(), LogError> + 'a;
+
 /// Scans frames of `file` in `[from, limit)`, calling `on_record(index, pos, payload)` for
 /// each whole record. `buf` is the reusable read buffer (grown to [`READ_BUF`] if smaller).
 pub fn scan<F: SegmentFile + ?Sized>(
@@ -155,7 +158,7 @@ pub fn scan<F: SegmentFile + ?Sized>(
     from: u64,
     limit: u64,
     buf: &mut Vec<u8>,
-    on_record: &mut dyn FnMut(u64, u64, &[u8]) -> Result<(), LogError>,
+    on_record: &mut OnRecord<'_>,
 ) -> Result<Scan, LogError> {
     if buf.len() < READ_BUF {
         buf.resize(READ_BUF, 0);

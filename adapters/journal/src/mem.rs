@@ -55,6 +55,7 @@ struct State {
     /// Fail (or crash at) the next `sync_data`/`sync_dir`.
     sync_fault: Option<Option<CrashMode>>,
     syncs: u64,
+    crashes: u64,
 }
 
 impl State {
@@ -76,6 +77,7 @@ impl State {
 
     fn crash(&mut self, mode: CrashMode) {
         self.epoch += 1;
+        self.crashes += 1;
         self.write_fault = None;
         self.sync_fault = None;
         let names: Vec<u64> = self.files.keys().copied().collect();
@@ -97,6 +99,12 @@ impl State {
             };
             let mut image = durable;
             let dl = image.len();
+            // Only a file with unsynced appends can come back longer than its durable image.
+            let mode = if extra == 0 {
+                CrashMode::DropUnsynced
+            } else {
+                mode
+            };
             match mode {
                 CrashMode::DropUnsynced => {}
                 CrashMode::KeepPrefix => {
@@ -148,6 +156,7 @@ impl MemStorage {
                 write_fault: None,
                 sync_fault: None,
                 syncs: 0,
+                crashes: 0,
             })),
         }
     }
@@ -206,6 +215,11 @@ impl MemStorage {
         if let Some(b) = f.durable.get_mut(pos) {
             *b ^= mask;
         }
+    }
+
+    /// Number of crashes so far (injected or requested).
+    pub fn crashes(&self) -> u64 {
+        self.lock().crashes
     }
 
     /// Number of fsyncs issued so far (successful or not).

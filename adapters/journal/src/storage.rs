@@ -24,6 +24,10 @@ pub trait SegmentFile: Send {
     fn read_at(&mut self, pos: u64, buf: &mut [u8]) -> io::Result<usize>;
     /// Current length in bytes.
     fn len(&mut self) -> io::Result<u64>;
+    /// Whether the file holds no bytes.
+    fn is_empty(&mut self) -> io::Result<bool> {
+        Ok(self.len()? == 0)
+    }
 }
 
 /// A directory of segments, each named by the offset of its first record.

@@ -15,23 +15,33 @@ use oms_core::validate::ValidatedOrder;
 pub fn cmd(i: u64) -> Command {
     let name = format!("acct-{}{}", i % 97, "x".repeat((i % 23) as usize));
     let account = AccountId::new(&name).unwrap();
-    let corr = (i % 3 == 0).then(|| ShortStr::new(&format!("corr-{i}")).unwrap());
+    let corr = i
+        .is_multiple_of(3)
+        .then(|| ShortStr::new(&format!("corr-{i}")).unwrap());
     match i % 7 {
         0..=3 => Command::Place(PlaceOrder {
             order_id: OrderId(u128::from(i) << 64 | 0x7000),
             account,
             order: ValidatedOrder {
                 symbol: SymbolId((i % 3) as u16),
-                side: if i % 2 == 0 { Side::Buy } else { Side::Sell },
+                side: if i.is_multiple_of(2) {
+                    Side::Buy
+                } else {
+                    Side::Sell
+                },
                 order_type: OrderType::Limit,
                 time_in_force: TimeInForce::Gtc,
-                post_only: i % 5 == 0,
+                post_only: i.is_multiple_of(5),
                 quantity: Qty(1 + (i % 1000) as i64),
                 price: Some(Price(1_000_000 + i as i64)),
-                client_order_id: (i % 4 == 0).then(|| ShortStr::new(&format!("c-{i}")).unwrap()),
+                client_order_id: i
+                    .is_multiple_of(4)
+                    .then(|| ShortStr::new(&format!("c-{i}")).unwrap()),
             },
             ts: 1_700_000_000_000_000_000 + i,
-            idempotency_key: (i % 2 == 0).then(|| ShortStr::new(&format!("k-{i}")).unwrap()),
+            idempotency_key: i
+                .is_multiple_of(2)
+                .then(|| ShortStr::new(&format!("k-{i}")).unwrap()),
             fingerprint: i.wrapping_mul(0x9E37_79B9_7F4A_7C15),
             correlation_id: corr,
             risk: RiskDecision::Accepted {
@@ -56,7 +66,7 @@ pub fn cmd(i: u64) -> Command {
             risk: RiskDecision::Unchecked,
         }),
         _ => Command::Halt(SetHalt {
-            scope: if i % 2 == 0 {
+            scope: if i.is_multiple_of(2) {
                 HaltScope::Global
             } else {
                 HaltScope::Account(account)
