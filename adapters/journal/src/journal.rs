@@ -160,6 +160,13 @@ impl<S: Storage> Journal<S> {
         &self.storage
     }
 
+    /// [`OrderLog::append`] that also returns the offsets the batch was given.
+    pub fn append_range(&mut self, batch: &[Command]) -> Result<std::ops::Range<u64>, LogError> {
+        let start = self.next_offset;
+        self.append_batch(batch)?;
+        Ok(start..self.next_offset)
+    }
+
     /// Fsyncs everything written so far.
     pub fn sync(&mut self) -> Result<(), LogError> {
         self.check_usable()?;

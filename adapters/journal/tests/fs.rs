@@ -124,7 +124,7 @@ fn reopen_continues_offsets() {
     let (mut j, report) = Journal::open(dir.path(), cfg(4096)).unwrap();
     assert_eq!(report.next_offset, 70);
     assert_eq!(j.next_offset(), 70);
-    j.append(&cmds(70..100)).unwrap();
+    assert_eq!(j.append_range(&cmds(70..100)).unwrap(), 70..100);
     drop(j);
     let (mut j, _) = Journal::open(dir.path(), cfg(4096)).unwrap();
     assert_eq!(replay_all(&mut j, 0).0, cmds(0..100));
