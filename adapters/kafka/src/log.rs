@@ -134,6 +134,40 @@ pub struct KafkaLog {
     partitions: i32,
     generation: usize,
     buf: Vec<u8>,
+    rebuilds: u64,
+}
+
+fn build_producer(
+    cfg: &KafkaConfig,
+    stats: &Arc<KafkaStats>,
+) -> Result<(ThreadedProducer<LogContext>, Arc<LogContext>), KafkaAdapterError> {
+    let ack_ms = cfg.ack_timeout.as_millis().max(1);
+    let mut c = cfg.base("orders-producer");
+    c.set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("compression.type", &cfg.compression)
+        .set(
+            "linger.ms",
+            format!("{:.3}", cfg.linger.as_secs_f64() * 1e3),
+        )
+        .set("batch.size", cfg.batch_size.to_string())
+        .set("message.timeout.ms", ack_ms.to_string())
+        .set("request.timeout.ms", ack_ms.max(1_000).to_string())
+        .set("queue.buffering.max.messages", "1000000")
+        // Never let a metadata request create the topic with a partition count we did
+        // not choose; a missing topic is an error at start.
+        .set("allow.auto.create.topics", "false");
+    cfg.apply_extra(&mut c);
+    let ctx = LogContext {
+        stats: StatsContext {
+            stats: stats.clone(),
+        },
+        batch: Mutex::new(Batch::default()),
+        done: Condvar::new(),
+    };
+    let producer: ThreadedProducer<LogContext> = c.create_with_context(ctx)?;
+    let ctx = producer.context().clone();
+    Ok((producer, ctx))
 }
 
 impl KafkaLog {
@@ -143,30 +177,8 @@ impl KafkaLog {
         cfg: &KafkaConfig,
         instruments: &InstrumentTable,
     ) -> Result<Self, KafkaAdapterError> {
-        let ack_ms = cfg.ack_timeout.as_millis().max(1);
-        let mut c = cfg.base("orders-producer");
-        c.set("enable.idempotence", "true")
-            .set("acks", "all")
-            .set("compression.type", &cfg.compression)
-            .set(
-                "linger.ms",
-                format!("{:.3}", cfg.linger.as_secs_f64() * 1e3),
-            )
-            .set("batch.size", cfg.batch_size.to_string())
-            .set("message.timeout.ms", ack_ms.to_string())
-            .set("request.timeout.ms", ack_ms.max(1_000).to_string())
-            .set("queue.buffering.max.messages", "1000000")
-            // Never let a metadata request create the topic with a partition count we did
-            // not choose; a missing topic is an error at start.
-            .set("allow.auto.create.topics", "false");
-        cfg.apply_extra(&mut c);
-        let ctx = LogContext {
-            stats: StatsContext::default(),
-            batch: Mutex::new(Batch::default()),
-            done: Condvar::new(),
-        };
-        let producer: ThreadedProducer<LogContext> = c.create_with_context(ctx)?;
-        let ctx = producer.context().clone();
+        let stats = Arc::new(KafkaStats::default());
+        let (producer, ctx) = build_producer(cfg, &stats)?;
         let topic = cfg.topics().orders;
         let partitions = partition_count(producer.client(), &topic, cfg.ack_timeout)?;
         Ok(KafkaLog {
@@ -178,7 +190,30 @@ impl KafkaLog {
             partitions,
             generation: 0,
             buf: Vec::with_capacity(256),
+            rebuilds: 0,
         })
+    }
+
+    /// An idempotent producer that hit a fatal error (e.g. the broker lost its producer
+    /// state) refuses every later record; replace it. Records the old one still held were
+    /// already reported as failed (purged before the report).
+    fn heal(&mut self) -> Result<(), LogError> {
+        let Some((code, reason)) = self.producer.client().fatal_error() else {
+            return Ok(());
+        };
+        tracing::warn!(target: "oms_kafka", ?code, reason, "order log producer fatal; recreating it");
+        let stats = self.ctx.stats.stats.clone();
+        let (producer, ctx) =
+            build_producer(&self.cfg, &stats).map_err(|e| LogError::Unavailable(e.to_string()))?;
+        self.producer = producer;
+        self.ctx = ctx;
+        self.rebuilds += 1;
+        Ok(())
+    }
+
+    /// How many times the producer was recreated after a fatal error.
+    pub fn producer_rebuilds(&self) -> u64 {
+        self.rebuilds
     }
 
     /// librdkafka statistics of the producer (for `/metrics`).
@@ -308,6 +343,7 @@ impl OrderLog for KafkaLog {
             return Ok(());
         }
         let deadline = Instant::now() + self.cfg.ack_timeout;
+        self.heal()?;
         self.generation = self.generation.wrapping_add(1) % (usize::MAX - 1);
         *self.ctx.batch.lock() = Batch {
             generation: self.generation,

@@ -72,7 +72,11 @@ pub fn place(sym: u16, ts: u64, account: u32) -> Command {
         account: acct(account),
         order: ValidatedOrder {
             symbol: SymbolId(sym),
-            side: if ts % 2 == 0 { Side::Buy } else { Side::Sell },
+            side: if ts.is_multiple_of(2) {
+                Side::Buy
+            } else {
+                Side::Sell
+            },
             order_type: OrderType::Limit,
             time_in_force: TimeInForce::Gtc,
             post_only: false,
