@@ -258,8 +258,18 @@ fn generate(mix: Mix, seed: u64) -> (Vec<Cmd>, Vec<Cmd>) {
                 MatchEvent::Fill {
                     maker_order_id,
                     maker_leaves,
+                    taker_order_id,
+                    taker_leaves,
                     ..
-                } if maker_leaves.0 == 0 => live.remove(maker_order_id.0 as u64),
+                } => {
+                    if maker_leaves.0 == 0 {
+                        live.remove(maker_order_id.0 as u64);
+                    }
+                    // An amended order re-entering is the taker and may be used up.
+                    if taker_leaves.0 == 0 {
+                        live.remove(taker_order_id.0 as u64);
+                    }
+                }
                 MatchEvent::Ended { order_id, .. } => live.remove(order_id.0 as u64),
                 _ => {}
             }
