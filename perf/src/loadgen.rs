@@ -173,6 +173,7 @@ pub async fn run(cfg: Config) -> Result<Report> {
         count: stats.count,
         ok: stats.ok,
         errors,
+        cancel_rejected: stats.cancel_rejected,
         errors_by_code: stats.errors.clone(),
         not_sent,
         achieved_rate: stats.count as f64 / elapsed,

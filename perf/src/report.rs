@@ -31,6 +31,9 @@ pub struct Stats {
     pub replayed: u64,
     /// Retries answered without it.
     pub replay_missing: u64,
+    /// Cancels answered 404/409 (the order had already filled or gone): a business outcome
+    /// of crossing traffic, counted in `errors` but not a failure of the server.
+    pub cancel_rejected: u64,
 }
 
 impl Default for Stats {
@@ -50,6 +53,7 @@ impl Stats {
             ops: BTreeMap::new(),
             replayed: 0,
             replay_missing: 0,
+            cancel_rejected: 0,
         }
     }
 
@@ -78,6 +82,9 @@ impl Stats {
                 None => status.to_string(),
             };
             *self.errors.entry(key).or_default() += 1;
+            if kind == OpKind::Cancel && (status == 404 || status == 409) {
+                self.cancel_rejected += 1;
+            }
         }
         if kind == OpKind::Retry && (200..300).contains(&status) {
             if replayed {
@@ -116,6 +123,7 @@ impl Stats {
         }
         self.replayed += other.replayed;
         self.replay_missing += other.replay_missing;
+        self.cancel_rejected += other.cancel_rejected;
     }
 }
 
@@ -202,6 +210,9 @@ pub struct Report {
     pub ok: u64,
     /// Non-2xx responses plus transport failures.
     pub errors: u64,
+    /// Of `errors`: cancels answered 404/409 because the order was no longer open.
+    #[serde(default)]
+    pub cancel_rejected: u64,
     /// Errors by `"STATUS CODE"` or `"transport:WHAT"`.
     pub errors_by_code: BTreeMap<String, u64>,
     /// Open loop: requests scheduled but never sent because the time bound hit first.
@@ -225,7 +236,7 @@ impl Report {
             None => String::new(),
         };
         format!(
-            "{mode}{rate} {target} conns={c}: {n} responses in {e:.2}s = {ar:.0}/s, errors={err}, not_sent={ns}, \
+            "{mode}{rate} {target} conns={c}: {n} responses in {e:.2}s = {ar:.0}/s, errors={err} (cancel of non-open {cr}), not_sent={ns}, \
              latency us p50={p50} p90={p90} p99={p99} p99.9={p999} max={max}",
             mode = self.mode,
             target = self.target,
@@ -234,6 +245,7 @@ impl Report {
             e = self.elapsed_s,
             ar = self.achieved_rate,
             err = self.errors,
+            cr = self.cancel_rejected,
             ns = self.not_sent,
             p50 = l.p50,
             p90 = l.p90,

@@ -29,6 +29,7 @@ fn load(dir: &Path, name: &str) -> Option<Report> {
 
 fn ratio(a: f64, b: Option<f64>) -> String {
     match b {
+        Some(b) if b > 0.0 && a > 0.0 && a / b < 0.1 => format!("{:.3}×", a / b),
         Some(b) if b > 0.0 && a > 0.0 => format!("{:.2}×", a / b),
         _ => "–".into(),
     }
@@ -63,7 +64,10 @@ pub fn render(dir: &Path) -> Result<String> {
             continue;
         }
         let (max, cerr) = c.as_ref().map_or(("–".into(), "–".into()), |c| {
-            (format!("{:.0}", c.achieved_rate), c.errors.to_string())
+            (
+                format!("{:.0}", c.achieved_rate),
+                (c.errors - c.cancel_rejected).to_string(),
+            )
         });
         let (echo_r, seed_r) = c.as_ref().map_or(("–".into(), "–".into()), |c| {
             (
@@ -78,7 +82,7 @@ pub fn render(dir: &Path) -> Result<String> {
                 o.latency_us.p999.to_string(),
                 format!(
                     "{}{}",
-                    o.errors,
+                    o.errors - o.cancel_rejected,
                     if o.not_sent > 0 {
                         format!(" (+{} not sent)", o.not_sent)
                     } else {
@@ -115,7 +119,7 @@ pub fn render(dir: &Path) -> Result<String> {
                 h.latency_us.p50,
                 h.latency_us.p99,
                 h.latency_us.p999,
-                h.errors
+                h.errors - h.cancel_rejected
             )?;
         }
     }
@@ -146,6 +150,10 @@ pub fn render(dir: &Path) -> Result<String> {
             writeln!(out, "- {}", line.trim())?;
         }
     }
+    writeln!(
+        out,
+        "\n¹ errors exclude cancels answered 404/409 (order already filled or gone); every non-2xx is listed below."
+    )?;
     if !notes.is_empty() {
         writeln!(out, "\nNotes:\n{}", notes.join("\n"))?;
     }
