@@ -19,7 +19,9 @@ use std::time::Duration;
 
 use thiserror::Error;
 
-pub use projector::{Projector, ProjectorConfig, ProjectorExit, ProjectorStats};
+pub use projector::{
+    EventBatch, Projector, ProjectorConfig, ProjectorExit, ProjectorSender, ProjectorStats,
+};
 pub use store::{MongoConfig, MongoOrderStore, MongoStats};
 
 /// Why a store could not be built or a document read (per-call failures of the port are the

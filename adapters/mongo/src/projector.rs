@@ -8,15 +8,47 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SendError, Sender, TryRecvError};
 use std::time::{Duration, Instant};
 
 use oms_core::ports::{OrderStore, StoreError};
 use oms_core::{Event, ExecutionReport, Order};
 
+/// A batch of events as the projector receives it. `(C, Vec<Event>)` carries a caller's
+/// context (a Kafka offset, a checkpoint) that comes back through `on_written`.
+pub trait EventBatch {
+    fn events(&self) -> &[Event];
+}
+
+impl EventBatch for Vec<Event> {
+    fn events(&self) -> &[Event] {
+        self
+    }
+}
+
+impl EventBatch for Box<[Event]> {
+    fn events(&self) -> &[Event] {
+        self
+    }
+}
+
+impl EventBatch for Arc<[Event]> {
+    fn events(&self) -> &[Event] {
+        self
+    }
+}
+
+impl<C> EventBatch for (C, Vec<Event>) {
+    fn events(&self) -> &[Event] {
+        &self.1
+    }
+}
+
 /// Counters and the stop switch of a [`Projector`], shared with whoever watches it.
 #[derive(Debug, Default)]
 pub struct ProjectorStats {
+    /// Events sent through a [`ProjectorSender`] (still in the channel or taken).
+    pub queued: AtomicU64,
     /// Events taken from the channel.
     pub received: AtomicU64,
     /// Events whose batch was written (events that need no write count as soon as their
@@ -30,10 +62,13 @@ pub struct ProjectorStats {
 }
 
 impl ProjectorStats {
-    /// Events received but not yet written.
+    /// Events received but not yet written. With a [`ProjectorSender`] this includes the
+    /// events still waiting in the channel; with a plain sender only those already taken.
     pub fn lag(&self) -> u64 {
         let w = self.written.load(Ordering::Acquire);
-        self.received.load(Ordering::Acquire).saturating_sub(w)
+        let r = self.received.load(Ordering::Acquire);
+        let q = self.queued.load(Ordering::Acquire);
+        q.max(r).saturating_sub(w)
     }
 
     /// Asks [`Projector::run`] to return after the write in progress (or the current backoff).
@@ -43,6 +78,33 @@ impl ProjectorStats {
 
     pub fn stop_requested(&self) -> bool {
         self.stop.load(Ordering::Acquire)
+    }
+}
+
+/// The sending half of a projector's channel that counts what it sends, so
+/// [`ProjectorStats::lag`] includes events not yet taken from the channel.
+pub struct ProjectorSender<T> {
+    tx: Sender<T>,
+    stats: Arc<ProjectorStats>,
+}
+
+impl<T> Clone for ProjectorSender<T> {
+    fn clone(&self) -> Self {
+        ProjectorSender {
+            tx: self.tx.clone(),
+            stats: self.stats.clone(),
+        }
+    }
+}
+
+impl<T: EventBatch> ProjectorSender<T> {
+    /// Sends a batch; gives it back if the projector is gone.
+    pub fn send(&self, batch: T) -> Result<(), SendError<T>> {
+        let n = batch.events().len() as u64;
+        self.stats.queued.fetch_add(n, Ordering::Release);
+        self.tx.send(batch).inspect_err(|_| {
+            self.stats.queued.fetch_sub(n, Ordering::Release);
+        })
     }
 }
 
@@ -94,13 +156,26 @@ impl<S: OrderStore> Projector<S> {
         self.stats.clone()
     }
 
+    /// A channel whose sender counts into this projector's lag; pass the receiver to
+    /// [`Projector::run`].
+    pub fn channel<T: EventBatch>(&self) -> (ProjectorSender<T>, Receiver<T>) {
+        let (tx, rx) = mpsc::channel();
+        (
+            ProjectorSender {
+                tx,
+                stats: self.stats.clone(),
+            },
+            rx,
+        )
+    }
+
     pub fn store_mut(&mut self) -> &mut S {
         &mut self.store
     }
 
     /// Runs until every sender of `rx` is dropped and all is written, or a stop is requested.
     /// `on_written` gets each batch, in order, once it and everything before it is written.
-    pub fn run<T: AsRef<[Event]>>(
+    pub fn run<T: EventBatch>(
         &mut self,
         rx: &Receiver<T>,
         mut on_written: impl FnMut(T),
@@ -120,11 +195,11 @@ impl<S: OrderStore> Projector<S> {
                 Err(RecvTimeoutError::Timeout) => continue,
                 Err(RecvTimeoutError::Disconnected) => return ProjectorExit::Drained,
             }
-            let mut events: usize = pending.iter().map(|b| b.as_ref().len()).sum();
+            let mut events: usize = pending.iter().map(|b| b.events().len()).sum();
             while events < self.cfg.max_events_per_write {
                 match rx.try_recv() {
                     Ok(b) => {
-                        events += b.as_ref().len();
+                        events += b.events().len();
                         self.take(b, &mut pending);
                     }
                     Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
@@ -133,7 +208,7 @@ impl<S: OrderStore> Projector<S> {
             orders.clear();
             execs.clear();
             for b in &pending {
-                for e in b.as_ref() {
+                for e in b.events() {
                     match e {
                         Event::OrderUpdate { order, .. } => orders.push((**order).clone()),
                         Event::Execution(x) => execs.push(*x),
@@ -156,10 +231,10 @@ impl<S: OrderStore> Projector<S> {
         }
     }
 
-    fn take<T: AsRef<[Event]>>(&self, b: T, pending: &mut Vec<T>) {
+    fn take<T: EventBatch>(&self, b: T, pending: &mut Vec<T>) {
         self.stats
             .received
-            .fetch_add(b.as_ref().len() as u64, Ordering::Release);
+            .fetch_add(b.events().len() as u64, Ordering::Release);
         pending.push(b);
     }
 
@@ -197,7 +272,11 @@ impl<S: OrderStore> Projector<S> {
         }
     }
 
-    fn write_once(&mut self, orders: &[Order], execs: &[ExecutionReport]) -> Result<(), StoreError> {
+    fn write_once(
+        &mut self,
+        orders: &[Order],
+        execs: &[ExecutionReport],
+    ) -> Result<(), StoreError> {
         if !orders.is_empty() {
             self.store.upsert_orders(orders)?;
         }

@@ -153,7 +153,11 @@ fn execution_indexes() -> Vec<IndexModel> {
             .build(),
         IndexModel::builder()
             .keys(doc! { "account": 1, "ts": -1 })
-            .options(IndexOptions::builder().name("account_ts".to_owned()).build())
+            .options(
+                IndexOptions::builder()
+                    .name("account_ts".to_owned())
+                    .build(),
+            )
             .build(),
     ]
 }
@@ -301,9 +305,10 @@ impl MongoOrderStore {
 
     fn run_command(&self, cmd: Document) -> Result<Document, StoreError> {
         let db = self.db.clone();
-        self.block(self.cfg.write_timeout, async move {
-            db.run_command(cmd).await
-        })
+        self.block(
+            self.cfg.write_timeout,
+            async move { db.run_command(cmd).await },
+        )
     }
 
     /// Stored versions of `ids` (absent ids are left out).
@@ -445,9 +450,9 @@ impl MongoOrderStore {
 fn classify(e: &mongodb::error::Error) -> StoreError {
     use mongodb::error::ErrorKind;
     match *e.kind {
-        ErrorKind::ServerSelection { .. } | ErrorKind::Io(_) | ErrorKind::ConnectionPoolCleared { .. } => {
-            StoreError::Unavailable(e.to_string())
-        }
+        ErrorKind::ServerSelection { .. }
+        | ErrorKind::Io(_)
+        | ErrorKind::ConnectionPoolCleared { .. } => StoreError::Unavailable(e.to_string()),
         _ => StoreError::Other(e.to_string()),
     }
 }

@@ -19,12 +19,18 @@ fn upsert_round_trips_and_the_version_guard_keeps_the_newest() {
     let v2 = order("acct-a", 1, 1_000, 2);
     let v3 = order("acct-a", 1, 1_000, 3);
     s.0.upsert_orders(std::slice::from_ref(&v1)).unwrap();
-    assert_eq!(s.0.get_order(&acct("acct-a"), v1.order_id).unwrap(), Some(v1.clone()));
+    assert_eq!(
+        s.0.get_order(&acct("acct-a"), v1.order_id).unwrap(),
+        Some(v1.clone())
+    );
 
     s.0.upsert_orders(std::slice::from_ref(&v3)).unwrap();
     // Older versions arrive late (at-least-once replay): they must not overwrite.
     s.0.upsert_orders(&[v2.clone(), v1.clone()]).unwrap();
-    let got = s.0.get_order(&acct("acct-a"), v1.order_id).unwrap().unwrap();
+    let got =
+        s.0.get_order(&acct("acct-a"), v1.order_id)
+            .unwrap()
+            .unwrap();
     assert_eq!(got, v3);
     assert_eq!(got.status, OrderStatus::Filled);
     // (Within one call only the newest of [v2, v1] is sent: one stale upsert.)
@@ -37,7 +43,10 @@ fn upsert_round_trips_and_the_version_guard_keeps_the_newest() {
     // Same version again: harmless too.
     s.0.upsert_orders(std::slice::from_ref(&v3)).unwrap();
     assert_eq!(stats.stale_upserts.load(Ordering::Relaxed), 3);
-    assert_eq!(s.0.get_order(&acct("acct-a"), v1.order_id).unwrap(), Some(v3));
+    assert_eq!(
+        s.0.get_order(&acct("acct-a"), v1.order_id).unwrap(),
+        Some(v3)
+    );
 
     // Another account never sees it.
     assert_eq!(s.0.get_order(&acct("acct-b"), v1.order_id).unwrap(), None);
@@ -57,9 +66,8 @@ fn replaying_a_batch_twice_is_harmless() {
     }
     s.0.upsert_orders(&batch).unwrap();
     s.0.upsert_orders(&batch).unwrap();
-    let page = s
-        .0
-        .list_orders(&OrderQuery {
+    let page =
+        s.0.list_orders(&OrderQuery {
             account: acct("acct-r"),
             symbol: None,
             status: None,
@@ -68,7 +76,10 @@ fn replaying_a_batch_twice_is_harmless() {
         })
         .unwrap();
     assert_eq!(page.len(), 40);
-    assert!(page.iter().all(|o| o.version == 3 && o.status == OrderStatus::Filled));
+    assert!(
+        page.iter()
+            .all(|o| o.version == 3 && o.status == OrderStatus::Filled)
+    );
     let stats = s.0.stats();
     assert_eq!(stats.orders_written.load(Ordering::Relaxed), 40);
     assert_eq!(stats.stale_upserts.load(Ordering::Relaxed), 40);
@@ -110,14 +121,19 @@ fn list_filters_and_paginates_with_a_cursor() {
     let mut all = Vec::new();
     for n in 0..45u64 {
         // Some share a createdAt so the orderId tie-break is exercised.
-        all.push(order("acct-l", n, 1_000_000 + (n / 3) * 10, 1 + (n % 3) as u32));
+        all.push(order(
+            "acct-l",
+            n,
+            1_000_000 + (n / 3) * 10,
+            1 + (n % 3) as u32,
+        ));
     }
     all.push(order("acct-other", 100, 1_000_500, 1));
     s.0.upsert_orders(&all).unwrap();
 
     let mine: Vec<_> = all.iter().filter(|o| o.account == acct("acct-l")).collect();
     let mut expected: Vec<_> = mine.clone();
-    expected.sort_by(|a, b| (b.created_at, b.order_id).cmp(&(a.created_at, a.order_id)));
+    expected.sort_by_key(|o| std::cmp::Reverse((o.created_at, o.order_id)));
 
     let page = |s: &mut DropDb, symbol, status, cursor| {
         s.0.list_orders(&OrderQuery {
@@ -142,7 +158,10 @@ fn list_filters_and_paginates_with_a_cursor() {
         got.extend(p);
     }
     assert_eq!(got.len(), 45);
-    assert!(got.iter().zip(&expected).all(|(a, b)| a == *b), "newest first, no gaps");
+    assert!(
+        got.iter().zip(&expected).all(|(a, b)| a == *b),
+        "newest first, no gaps"
+    );
 
     let btc = page(&mut s, Some(SymbolId(0)), None, None);
     assert!(!btc.is_empty() && btc.iter().all(|o| o.symbol == SymbolId(0)));
@@ -204,7 +223,10 @@ fn indexes_exist() {
         "status",
         "symbol",
     ] {
-        assert!(names.iter().any(|n| n == want), "missing index {want}: {names:?}");
+        assert!(
+            names.iter().any(|n| n == want),
+            "missing index {want}: {names:?}"
+        );
     }
     // Creating them again is a no-op.
     s.0.ensure_indexes().unwrap();

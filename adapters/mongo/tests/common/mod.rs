@@ -76,9 +76,8 @@ impl Drop for DropDb {
             .enable_all()
             .build()
         {
-            let _ = rt.block_on(async {
-                tokio::time::timeout(Duration::from_secs(5), db.drop()).await
-            });
+            let _ = rt
+                .block_on(async { tokio::time::timeout(Duration::from_secs(5), db.drop()).await });
         }
     }
 }
@@ -109,7 +108,11 @@ pub fn order(account: &str, n: u64, created: u64, version: u32) -> Order {
         client_order_id: None,
         account: acct(account),
         symbol: SymbolId((n % 3) as u16),
-        side: if n % 2 == 0 { Side::Buy } else { Side::Sell },
+        side: if n.is_multiple_of(2) {
+            Side::Buy
+        } else {
+            Side::Sell
+        },
         order_type: OrderType::Limit,
         time_in_force: TimeInForce::Gtc,
         post_only: false,
