@@ -300,11 +300,11 @@ async fn expect_risk_reject(s: &Server, account: &str, body: &Value, code: &str)
         .as_str()
         .unwrap_or_else(|| panic!("rejected order has an id: {}", r.text));
     let got = s
-        .order(account, id)
-        .await
-        .expect(200, "the rejected order is recorded");
-    assert_eq!(got.json["status"], "REJECTED");
-    assert_eq!(got.json["rejectReason"], code);
+        .wait_order(account, id, "recorded as REJECTED", |o| {
+            o["status"] == "REJECTED"
+        })
+        .await;
+    assert_eq!(got["rejectReason"], code);
     let again = s
         .place(account, &k, body)
         .await
@@ -326,10 +326,7 @@ async fn risk_margin_band_position_rejections_are_422_and_recorded() {
     s.place_ok("margin", &big).await;
     s.place_ok("margin", &big).await;
     expect_risk_reject(&s, "margin", &big, "INSUFFICIENT_MARGIN").await;
-    let a = s
-        .get("/api/account", Some("margin"))
-        .await
-        .expect(200, "account");
+    let a = s.account_when("margin", |a| a["openOrders"] == 2).await;
     assert_eq!(
         dec(&a.json["reservedMargin"]),
         90000.0,
@@ -444,10 +441,7 @@ async fn halt_account_and_global() {
         r.json,
         json!({"scope":"ACCOUNT","account":"h-1","halted":true})
     );
-    let a = s
-        .get("/api/account", Some("h-1"))
-        .await
-        .expect(200, "account");
+    let a = s.account_when("h-1", |a| a["halted"] == true).await;
     assert_eq!(a.json["halted"], true);
     expect_risk_reject(&s, "h-1", &seed_order(), "TRADING_HALTED").await;
     s.place_ok("h-2", &seed_order()).await;

@@ -109,9 +109,8 @@ async fn seed_walkthrough_place_replay_cross_fill_positions_margin() {
 
     // The resting bid reserves margin: 0.1 × 45000 × 10 % = 450.
     let acct = s
-        .get("/api/account", Some("acct-1"))
-        .await
-        .expect(200, "account");
+        .account_when("acct-1", |a| dec(&a["reservedMargin"]) == 450.0)
+        .await;
     assert_eq!(dec(&acct.json["reservedMargin"]), 450.0, "{}", acct.text);
     assert_eq!(acct.json["openOrders"], 1);
 
@@ -156,9 +155,8 @@ async fn seed_walkthrough_place_replay_cross_fill_positions_margin() {
 
     // 5. The account now uses margin for the position and reserves none.
     let acct = s
-        .get("/api/account", Some("acct-1"))
-        .await
-        .expect(200, "account");
+        .account_when("acct-1", |a| dec(&a["usedMargin"]) == 450.0)
+        .await;
     let a = &acct.json;
     assert_eq!(a["account"], "acct-1");
     assert_eq!(a["currency"], "USD");
@@ -339,9 +337,8 @@ async fn cancel_releases_the_order_and_its_margin() {
         .await;
     let id = o["orderId"].as_str().unwrap();
     let a = s
-        .get("/api/account", Some("c-1"))
-        .await
-        .expect(200, "account");
+        .account_when("c-1", |a| dec(&a["reservedMargin"]) == 4400.0)
+        .await;
     assert_eq!(dec(&a.json["reservedMargin"]), 4400.0, "{}", a.text);
 
     s.cancel("intruder", id).await.expect_error(
@@ -362,10 +359,7 @@ async fn cancel_releases_the_order_and_its_margin() {
         .await
         .expect_error(400, "INVALID_ORDER_ID", "bad id");
 
-    let a = s
-        .get("/api/account", Some("c-1"))
-        .await
-        .expect(200, "account");
+    let a = s.account_when("c-1", |a| a["openOrders"] == 0).await;
     assert_eq!(dec(&a.json["reservedMargin"]), 0.0, "{}", a.text);
     assert_eq!(a.json["openOrders"], 0);
     let book = s.get("/api/book/BTC-USD", None).await.expect(200, "book");
@@ -414,9 +408,8 @@ async fn amend_quantity_and_price() {
     assert_eq!(book.json["bids"][0]["price"], "44100.00", "{}", book.text);
     assert_eq!(book.json["bids"][0]["quantity"], "0.5000", "{}", book.text);
     let a = s
-        .get("/api/account", Some("a-1"))
-        .await
-        .expect(200, "account");
+        .account_when("a-1", |a| dec(&a["reservedMargin"]) == 2205.0)
+        .await;
     assert_eq!(
         dec(&a.json["reservedMargin"]),
         2205.0,

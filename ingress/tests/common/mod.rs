@@ -16,8 +16,11 @@ use reqwest::header::HeaderMap;
 use reqwest::{Client, Method};
 use serde_json::{Value, json};
 
-/// The binary under test, built by cargo for this test run.
-pub const BIN: &str = env!("CARGO_BIN_EXE_oms");
+/// The binary under test: the one cargo built for this test run, or `OMS_TEST_BIN` (to run
+/// the suite against another build, e.g. a release binary).
+pub fn bin() -> String {
+    std::env::var("OMS_TEST_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_oms").to_string())
+}
 
 /// How long a started server may take to answer 200 on `/ready`.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -217,7 +220,7 @@ impl Server {
             .append(true)
             .open(self.log_path())
             .expect("server log");
-        let mut cmd = Command::new(BIN);
+        let mut cmd = Command::new(bin());
         for (k, _) in std::env::vars() {
             if k.starts_with("OMS_") {
                 cmd.env_remove(k);
@@ -234,7 +237,7 @@ impl Server {
             .stderr(log);
         let mut child = cmd
             .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {BIN}: {e}"));
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin()));
         self.base = format!("http://127.0.0.1:{port}");
         let deadline = Instant::now() + READY_TIMEOUT;
         loop {
@@ -452,6 +455,20 @@ impl Server {
     pub async fn wait_status(&self, account: &str, id: &str, status: &str) -> Value {
         self.wait_order(account, id, status, |o| o["status"] == status)
             .await
+    }
+
+    /// `GET /api/account`, polled until `pred` holds (at most [`EVENTUALLY`]): balances follow
+    /// the processor, which runs just behind the acknowledgement. Returns the last answer
+    /// either way, so the caller's assertions report what was seen.
+    pub async fn account_when(&self, account: &str, pred: impl Fn(&Value) -> bool) -> Resp {
+        let deadline = Instant::now() + EVENTUALLY;
+        loop {
+            let r = self.get("/api/account", Some(account)).await;
+            if (r.status == 200 && pred(&r.json)) || Instant::now() > deadline {
+                return r.expect(200, "GET /api/account");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// Every order of the account, following `nextCursor` (newest first).
