@@ -101,6 +101,22 @@ pub struct ServeArgs {
     #[arg(long, env = "OMS_KAFKA_TOPIC_PREFIX", default_value = "")]
     pub kafka_topic_prefix: String,
 
+    /// Create the Kafka topics at start if they do not exist (production: use the Job).
+    #[arg(long, env = "OMS_KAFKA_CREATE_TOPICS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub kafka_create_topics: bool,
+
+    /// Partitions of topics created at start.
+    #[arg(long, env = "OMS_KAFKA_PARTITIONS", default_value_t = 3)]
+    pub kafka_partitions: i32,
+
+    /// Replication factor of topics created at start (production: 3).
+    #[arg(long, env = "OMS_KAFKA_REPLICATION", default_value_t = 1)]
+    pub kafka_replication: i32,
+
+    /// min.insync.replicas of topics created at start (production: 2).
+    #[arg(long, env = "OMS_KAFKA_MIN_INSYNC", default_value_t = 1)]
+    pub kafka_min_insync: i32,
+
     /// Kafka producer linger in microseconds.
     #[arg(long, env = "OMS_KAFKA_LINGER_US", default_value_t = 500)]
     pub kafka_linger_us: u64,

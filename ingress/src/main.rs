@@ -2,7 +2,7 @@
 
 use clap::{Parser, Subcommand};
 use oms_ingress::config::{LogFormat, ServeArgs, apply_config_file};
-use oms_ingress::serve;
+use oms_ingress::{backends, serve};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -23,6 +23,26 @@ struct Cli {
 enum Command {
     /// Run the HTTP ingress, the pipeline and the processor.
     Serve(Box<ServeArgs>),
+    /// Operator tasks.
+    #[command(subcommand)]
+    Admin(Admin),
+}
+
+#[derive(Subcommand)]
+enum Admin {
+    /// Create the Kafka topics (orders, executions, order-updates, prices, risk-events).
+    CreateTopics {
+        #[arg(long, env = "OMS_KAFKA_BROKERS")]
+        kafka_brokers: String,
+        #[arg(long, env = "OMS_KAFKA_TOPIC_PREFIX", default_value = "")]
+        kafka_topic_prefix: String,
+        #[arg(long, default_value_t = 12)]
+        partitions: i32,
+        #[arg(long, default_value_t = 3)]
+        replication_factor: i32,
+        #[arg(long, default_value_t = 2)]
+        min_insync_replicas: i32,
+    },
 }
 
 fn init_logging(format: LogFormat) {
@@ -61,10 +81,31 @@ fn main() -> anyhow::Result<()> {
                 .enable_all()
                 .thread_name("oms-http")
                 .build()?;
-            rt.block_on(async move {
-                let backends = serve::embedded(&args)?;
-                serve::run(*args, table, backends).await
-            })
+            // Adapters block on runtimes of their own: build them before entering ours.
+            let (backends, metrics, store) = backends::build(&args, &table)?;
+            rt.block_on(serve::run(*args, table, backends, metrics, store))
+        }
+        Command::Admin(Admin::CreateTopics {
+            kafka_brokers,
+            kafka_topic_prefix,
+            partitions,
+            replication_factor,
+            min_insync_replicas,
+        }) => {
+            init_logging(LogFormat::Text);
+            let created = oms_kafka::create_topics(
+                &kafka_brokers,
+                &kafka_topic_prefix,
+                partitions,
+                replication_factor,
+                min_insync_replicas,
+            )?;
+            let all = oms_kafka::Topics::new(&kafka_topic_prefix);
+            for t in all.all() {
+                let state = if created.iter().any(|c| c == t) { "created" } else { "exists" };
+                println!("{t}\t{state}");
+            }
+            Ok(())
         }
     }
 }

@@ -18,10 +18,11 @@ use oms_core::{Engine, EngineConfig, InstrumentTable, Money, RiskConfig};
 use oms_journal::{FsyncPolicy, Journal, JournalConfig};
 use tokio::net::TcpListener;
 
-use crate::config::{AuthMode, FsyncMode, LogKind, ServeArgs};
+use crate::config::{AuthMode, FsyncMode, ServeArgs};
 use crate::http::{self, App, ReadyCheck, render};
 use crate::metrics::Metrics;
 use crate::pipeline::stages::{self, PublishConfig, PublishStage};
+use crate::pipeline::idempotency::IdempotencyStage;
 use crate::pipeline::{Pipeline, RingConfig, Stages};
 use crate::processor::{self, EventSink};
 
@@ -30,6 +31,8 @@ pub struct Backends {
     pub log: Box<dyn OrderLog>,
     pub sinks: Vec<Box<dyn EventSink>>,
     pub ready_checks: Vec<ReadyCheck>,
+    /// Cross-node idempotency (Redis), in front of the local index.
+    pub shared_idempotency: Option<Box<dyn oms_core::ports::IdempotencyStore>>,
 }
 
 /// Opens the embedded journal per the flags.
@@ -173,6 +176,8 @@ pub async fn run(
     args: ServeArgs,
     table: InstrumentTable,
     mut backends: Backends,
+    metric_sources: Vec<crate::backends::MetricSource>,
+    order_store: Option<crate::backends::StoreFactory>,
 ) -> anyhow::Result<()> {
     let t0 = Instant::now();
     if args.auth == AuthMode::Off {
@@ -184,6 +189,7 @@ pub async fn run(
         anyhow::bail!("--auth jwt needs --jwt-secret (OMS_JWT_SECRET)");
     }
     let metrics = Arc::new(Metrics::default());
+    metrics.extra.lock().extend(metric_sources);
     let cfg = engine_config(&args)?;
     let default_equity = cfg.risk.dev_default_equity;
     let (engine, idem, _checkpoint) = recover(backends.log.as_mut(), &table, cfg, &metrics)?;
@@ -234,10 +240,12 @@ pub async fn run(
         },
         Stages {
             validate: stages::validate_stage(Arc::clone(&table), Arc::clone(&metrics)),
-            idempotency: stages::idempotency_stage(
+            idempotency: IdempotencyStage::new(
                 idem,
+                backends.shared_idempotency.take(),
                 idem_rx,
                 args.node_id,
+                args.max_batch,
                 Arc::clone(&metrics),
             ),
             risk: stages::risk_stage(r1, feedback_rx, Arc::clone(&metrics)),
@@ -260,6 +268,7 @@ pub async fn run(
         started: Instant::now(),
         correlation_seq: AtomicU64::new(0),
         default_equity,
+        order_store,
     });
 
     let listener = TcpListener::bind(args.bind)
@@ -310,17 +319,4 @@ async fn shutdown_signal() {
     {
         let _ = ctrl_c.await;
     }
-}
-
-/// The embedded backends: journal only.
-pub fn embedded(args: &ServeArgs) -> anyhow::Result<Backends> {
-    if args.log != LogKind::Embedded {
-        anyhow::bail!("internal: embedded() called for {:?}", args.log);
-    }
-    let log = open_journal(args)?;
-    Ok(Backends {
-        log,
-        sinks: Vec::new(),
-        ready_checks: Vec::new(),
-    })
 }

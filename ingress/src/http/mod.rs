@@ -50,6 +50,8 @@ pub struct App {
     pub correlation_seq: AtomicU64,
     /// Equity shown for accounts that have not traded yet (dev mode).
     pub default_equity: Option<oms_core::Money>,
+    /// Set with `--query-store mongo`: GET order routes read the projection.
+    pub order_store: Option<crate::backends::StoreFactory>,
 }
 
 /// A successful answer: status, JSON body, and whether it is an idempotent replay.

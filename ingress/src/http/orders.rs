@@ -297,6 +297,21 @@ async fn facts(app: &Arc<App>, account: AccountId, id: OrderId) -> Result<OrderF
 pub async fn get(app: &Arc<App>, req: Request<Incoming>) -> Outcome {
     let account = app.account(&req).map_err(|e| (e, None))?;
     let id = order_id_of(&req).map_err(|e| (e, None))?;
+    if let Some(factory) = app.order_store.clone() {
+        let table = Arc::clone(&app.table);
+        let found = tokio::task::spawn_blocking(move || factory().get_order(&account, id))
+            .await
+            .map_err(|e| (ApiError::internal(e.to_string()), None))?
+            .map_err(|e| (crate::backends::store_error(e), None))?;
+        return match found {
+            Some(o) => {
+                let mut s = String::with_capacity(640);
+                render::order(&mut s, &table, &o);
+                Ok(Answer::json(200, s))
+            }
+            None => err(ApiError::order_not_found()),
+        };
+    }
     let body = app
         .query(move |e| {
             e.order(id).filter(|o| o.account == account).map(|o| {
@@ -416,32 +431,47 @@ pub async fn list(app: &Arc<App>, req: Request<Incoming>) -> Outcome {
             }
         }
     }
+    if let Some(factory) = app.order_store.clone() {
+        let table = Arc::clone(&app.table);
+        let limit = q.limit;
+        let page = tokio::task::spawn_blocking(move || factory().list_orders(&q))
+            .await
+            .map_err(|e| (ApiError::internal(e.to_string()), None))?
+            .map_err(|e| (crate::backends::store_error(e), None))?;
+        let refs: Vec<&oms_core::Order> = page.iter().collect();
+        return Ok(Answer::json(200, render_page(&table, &refs, limit)));
+    }
     let body = app
-        .query(move |e| {
-            let page = e.list_orders(&q);
-            let mut s = String::with_capacity(256 + page.len() * 600);
-            s.push_str("{\"orders\":[");
-            for (i, o) in page.iter().enumerate() {
-                if i > 0 {
-                    s.push(',');
-                }
-                render::order(&mut s, e.instruments(), o);
-            }
-            s.push_str("],\"nextCursor\":");
-            match page.last() {
-                Some(o) if page.len() == q.limit => {
-                    s.push('"');
-                    s.push_str(&format!("{}_{}", o.created_at, o.order_id));
-                    s.push('"');
-                }
-                _ => s.push_str("null"),
-            }
-            s.push('}');
-            s
-        })
+        .query(move |e| render_page(e.instruments(), &e.list_orders(&q), q.limit))
         .await
         .map_err(|e| (e, None))?;
     Ok(Answer::json(200, body))
+}
+
+fn render_page(
+    table: &oms_core::InstrumentTable,
+    page: &[&oms_core::Order],
+    limit: usize,
+) -> String {
+    let mut s = String::with_capacity(256 + page.len() * 600);
+    s.push_str("{\"orders\":[");
+    for (i, o) in page.iter().enumerate() {
+        if i > 0 {
+            s.push(',');
+        }
+        render::order(&mut s, table, o);
+    }
+    s.push_str("],\"nextCursor\":");
+    match page.last() {
+        Some(o) if page.len() == limit => {
+            s.push('"');
+            s.push_str(&format!("{}_{}", o.created_at, o.order_id));
+            s.push('"');
+        }
+        _ => s.push_str("null"),
+    }
+    s.push('}');
+    s
 }
 
 fn parse_cursor(v: &str) -> Result<(u64, OrderId), ApiError> {

@@ -8,6 +8,7 @@
 //! 503 `LOG_UNAVAILABLE`, and the command is never logged — so it never executes later. If
 //! the publish stage took it first, the task waits for the log's own bounded outcome.
 
+pub mod idempotency;
 pub mod slot;
 pub mod stages;
 
@@ -41,9 +42,9 @@ impl WaitStrategy for Yield {
 }
 
 /// The four stage handlers, ready to be installed.
-pub struct Stages<V, I, R> {
+pub struct Stages<V, R> {
     pub validate: V,
-    pub idempotency: I,
+    pub idempotency: idempotency::IdempotencyStage,
     pub risk: R,
     pub publish: stages::PublishStage,
 }
@@ -72,14 +73,14 @@ thread_local! {
     static PRODUCER: RefCell<Option<(usize, RingProducer)>> = const { RefCell::new(None) };
 }
 
-fn install<W, V, I, R>(cfg: &RingConfig, wait: W, s: Stages<V, I, R>) -> RingProducer
+fn install<W, V, R>(cfg: &RingConfig, wait: W, s: Stages<V, R>) -> RingProducer
 where
     W: WaitStrategy + 'static,
     V: FnMut(&Slot, i64, bool) + Send + 'static,
-    I: FnMut(&Slot, i64, bool) + Send + 'static,
     R: FnMut(&Slot, i64, bool) + Send + 'static,
 {
     let mut publish = s.publish;
+    let mut idem = s.idempotency;
     let b = build_multi_producer(cfg.size, Slot::new, wait);
     let b = match cfg.pin.first().copied().flatten() {
         Some(c) => b.pin_at_core(c),
@@ -95,7 +96,7 @@ where
     };
     let b = b
         .thread_name("oms-idempotency")
-        .handle_events_with(s.idempotency)
+        .handle_events_with(move |slot: &Slot, seq: i64, eob: bool| idem.handle(slot, seq, eob))
         .and_then();
     let b = match cfg.pin.get(2).copied().flatten() {
         Some(c) => b.pin_at_core(c),
@@ -118,14 +119,13 @@ static NEXT_PIPELINE_ID: std::sync::atomic::AtomicUsize = std::sync::atomic::Ato
 
 impl Pipeline {
     /// Starts the stage threads.
-    pub fn start<V, I, R>(
+    pub fn start<V, R>(
         cfg: RingConfig,
-        stages: Stages<V, I, R>,
+        stages: Stages<V, R>,
         metrics: Arc<Metrics>,
     ) -> Pipeline
     where
         V: FnMut(&Slot, i64, bool) + Send + 'static,
-        I: FnMut(&Slot, i64, bool) + Send + 'static,
         R: FnMut(&Slot, i64, bool) + Send + 'static,
     {
         let producer = match cfg.wait {

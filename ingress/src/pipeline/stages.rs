@@ -8,15 +8,11 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 use oms_core::command::{Command, PlaceOrder, RiskDecision};
-use oms_core::idempotency::MemoryIdempotency;
-use oms_core::ids::{IdGen, Uuid7Gen};
-use oms_core::ports::{
-    Claim, ClaimRequest, Completion, IdemKey, IdempotencyStore, OrderLog, StoredResponse,
-};
+use oms_core::ports::{Completion, IdemKey, OrderLog, StoredResponse};
 use oms_core::risk::RiskEngine;
 use oms_core::{InstrumentTable, OrderId, OrderRequest, validate};
 
@@ -30,12 +26,6 @@ use crate::processor::{Durable, Feedback};
 pub enum IdemMsg {
     Done(Completion),
     Release(IdemKey),
-}
-
-fn now_nanos() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64)
 }
 
 fn fail(d: &mut SlotData, metrics: &Metrics, e: ApiError) {
@@ -104,119 +94,6 @@ pub fn validate_stage(
             }
         }
         timer.tick(eob, &metrics, 0);
-    }
-}
-
-/// Stage 2: idempotency claims; assigns order ids and acceptance timestamps.
-pub fn idempotency_stage(
-    mut store: MemoryIdempotency,
-    inbox: Receiver<IdemMsg>,
-    node_id: u64,
-    metrics: Arc<Metrics>,
-) -> impl FnMut(&Slot, i64, bool) + Send + 'static {
-    let mut ids = Uuid7Gen::new(node_id.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ now_nanos());
-    let mut timer = BatchTimer { start: None };
-    let mut verdicts = Vec::with_capacity(1);
-    let mut last_ts = 0u64;
-    move |slot, _seq, eob| {
-        let now = now_nanos();
-        let now_ms = now / 1_000_000;
-        while let Ok(msg) = inbox.try_recv() {
-            let r = match msg {
-                IdemMsg::Done(c) => store.complete_batch(std::slice::from_ref(&c), now_ms),
-                IdemMsg::Release(k) => store.release_batch(std::slice::from_ref(&k)),
-            };
-            if r.is_err() {
-                metrics.store_errors.fetch_add(1, Relaxed);
-            }
-        }
-        // SAFETY: this stage is the slot's only owner now (see slot.rs).
-        let d = unsafe { slot.data() };
-        if d.ticket.is_some() {
-            let account = d.account;
-            // Timestamps are strictly increasing so the log's order is also time order.
-            let ts = now.max(last_ts + 1);
-            let mut outcome: Option<ApiError> = None;
-            let mut replay: Option<StoredResponse> = None;
-            match &mut d.work {
-                Work::Place {
-                    key,
-                    fingerprint,
-                    cmd: Some(cmd),
-                    ..
-                } => {
-                    let claim = ClaimRequest {
-                        key: IdemKey { account, key: *key },
-                        fingerprint: *fingerprint,
-                    };
-                    verdicts.clear();
-                    match store.claim_batch(std::slice::from_ref(&claim), now_ms, &mut verdicts) {
-                        Ok(()) => {
-                            match verdicts.pop() {
-                                Some(Claim::New) => {
-                                    metrics.idempotency[0].fetch_add(1, Relaxed);
-                                    cmd.order_id = ids.next_order_id(ts);
-                                    cmd.ts = ts;
-                                    last_ts = ts;
-                                }
-                                Some(Claim::Replay(resp)) => {
-                                    metrics.idempotency[1].fetch_add(1, Relaxed);
-                                    replay = Some(resp);
-                                }
-                                Some(Claim::InFlight) => {
-                                    metrics.idempotency[2].fetch_add(1, Relaxed);
-                                    outcome = Some(
-                                    ApiError::new(409, "IDEMPOTENCY_KEY_IN_USE", "a request with this idempotency key is still in flight")
-                                        .field("X-Idempotency-Key")
-                                        .retry_after(1),
-                                );
-                                }
-                                Some(Claim::Mismatch) => {
-                                    metrics.idempotency[3].fetch_add(1, Relaxed);
-                                    outcome = Some(
-                                    ApiError::new(422, "IDEMPOTENCY_KEY_REUSED", "this idempotency key was used with a different request body")
-                                        .field("X-Idempotency-Key"),
-                                );
-                                }
-                                None => {
-                                    outcome = Some(ApiError::internal(
-                                        "idempotency store gave no verdict",
-                                    ))
-                                }
-                            }
-                        }
-                        Err(e) => {
-                            outcome = Some(ApiError::internal(format!("idempotency store: {e}")))
-                        }
-                    }
-                }
-                Work::Place { cmd: None, .. } => {}
-                Work::Cancel(c) => {
-                    c.ts = ts;
-                    last_ts = ts;
-                }
-                Work::Amend { cmd, .. } => {
-                    cmd.ts = ts;
-                    last_ts = ts;
-                }
-                Work::Halt(h) => {
-                    h.ts = ts;
-                    last_ts = ts;
-                }
-            }
-            if let Some(resp) = replay {
-                if let Some(t) = d.ticket.take() {
-                    t.reply(Reply::Json {
-                        status: resp.status,
-                        body: resp.body,
-                        replayed: true,
-                    });
-                }
-            } else if let Some(e) = outcome {
-                fail(d, &metrics, e);
-            }
-        }
-        timer.tick(eob, &metrics, 1);
     }
 }
 

@@ -1,0 +1,233 @@
+//! Stage 2: idempotency claims, batched; assigns order ids and acceptance timestamps.
+//!
+//! Two layers. The local index (rebuilt from the log at start) is this node's truth and
+//! never fails. The optional shared store (Redis) makes keys unique across nodes: every key
+//! that is new locally is claimed there too, all of a ring batch in one pipelined round trip.
+//! If the shared store fails or is slow, the batch falls back to the local verdicts (counted
+//! in `oms_idempotency_total{result="fallback"}`) and requests keep flowing; the store is
+//! tried again on the next batch once its cool-down ends.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use crossbeam_channel::Receiver;
+use oms_core::idempotency::MemoryIdempotency;
+use oms_core::ids::{IdGen, Uuid7Gen};
+use oms_core::ports::{Claim, ClaimRequest, Completion, IdemKey, IdempotencyStore};
+
+use super::slot::{Reply, Slot, SlotData, Work};
+use super::stages::IdemMsg;
+use crate::http::error::ApiError;
+use crate::metrics::Metrics;
+
+fn now_nanos() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
+}
+
+/// The batching idempotency stage.
+pub struct IdempotencyStage {
+    local: MemoryIdempotency,
+    shared: Option<Box<dyn IdempotencyStore>>,
+    inbox: Receiver<IdemMsg>,
+    metrics: Arc<Metrics>,
+    ids: Uuid7Gen,
+    last_ts: u64,
+    max_batch: usize,
+    pending: Vec<*const Slot>,
+    claims: Vec<ClaimRequest>,
+    claim_slots: Vec<usize>,
+    verdicts: Vec<Claim>,
+    done: Vec<Completion>,
+    released: Vec<IdemKey>,
+    batch_start: Option<Instant>,
+}
+
+// SAFETY: the raw slot pointers are only dereferenced on the stage's own thread within the
+// batch they were collected in (see `flush`); the stores are `Send`.
+unsafe impl Send for IdempotencyStage {}
+
+impl IdempotencyStage {
+    pub fn new(
+        local: MemoryIdempotency,
+        shared: Option<Box<dyn IdempotencyStore>>,
+        inbox: Receiver<IdemMsg>,
+        node_id: u64,
+        max_batch: usize,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        IdempotencyStage {
+            local,
+            shared,
+            inbox,
+            metrics,
+            ids: Uuid7Gen::new(node_id.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ now_nanos()),
+            last_ts: 0,
+            max_batch: max_batch.max(1),
+            pending: Vec::with_capacity(max_batch),
+            claims: Vec::with_capacity(max_batch),
+            claim_slots: Vec::with_capacity(max_batch),
+            verdicts: Vec::with_capacity(max_batch),
+            done: Vec::new(),
+            released: Vec::new(),
+            batch_start: None,
+        }
+    }
+
+    /// The disruptor handler.
+    pub fn handle(&mut self, slot: &Slot, _seq: i64, end_of_batch: bool) {
+        self.batch_start.get_or_insert_with(Instant::now);
+        self.pending.push(slot as *const Slot);
+        if end_of_batch || self.pending.len() >= self.max_batch {
+            self.flush();
+        }
+        if end_of_batch && let Some(s) = self.batch_start.take() {
+            self.metrics.stage_latency[1].observe(s.elapsed());
+        }
+    }
+
+    /// Applies completions and releases sent back by the publish stage.
+    fn drain_inbox(&mut self, now_ms: u64) {
+        while let Ok(msg) = self.inbox.try_recv() {
+            match msg {
+                IdemMsg::Done(c) => self.done.push(c),
+                IdemMsg::Release(k) => self.released.push(k),
+            }
+        }
+        if !self.done.is_empty() {
+            let _ = self.local.complete_batch(&self.done, now_ms);
+            if let Some(s) = self.shared.as_mut()
+                && s.complete_batch(&self.done, now_ms).is_err()
+            {
+                self.metrics.store_errors.fetch_add(1, Relaxed);
+            }
+            self.done.clear();
+        }
+        if !self.released.is_empty() {
+            let _ = self.local.release_batch(&self.released);
+            if let Some(s) = self.shared.as_mut()
+                && s.release_batch(&self.released).is_err()
+            {
+                self.metrics.store_errors.fetch_add(1, Relaxed);
+            }
+            self.released.clear();
+        }
+    }
+
+    fn flush(&mut self) {
+        let now = now_nanos();
+        let now_ms = now / 1_000_000;
+        self.drain_inbox(now_ms);
+        let pending = std::mem::take(&mut self.pending);
+        // Pass 1: local claims, in ring order (a key repeated within the batch is in flight).
+        self.claims.clear();
+        self.claim_slots.clear();
+        let mut local_verdicts: Vec<Option<Claim>> = Vec::with_capacity(pending.len());
+        for (i, p) in pending.iter().enumerate() {
+            // SAFETY: `p` was handed to this stage in the current batch; the disruptor keeps
+            // the slot (and every later stage's view of it) untouched until `handle` returns
+            // for the batch's last event. Pointers are distinct, so no `&mut` aliases.
+            let d = unsafe { (**p).data() };
+            local_verdicts.push(None);
+            if d.ticket.is_none() {
+                continue;
+            }
+            if let Work::Place { key, fingerprint, cmd: Some(_), .. } = &d.work {
+                let claim = ClaimRequest { key: IdemKey { account: d.account, key: *key }, fingerprint: *fingerprint };
+                self.verdicts.clear();
+                let v = match self.local.claim_batch(std::slice::from_ref(&claim), now_ms, &mut self.verdicts) {
+                    Ok(()) => self.verdicts.pop().unwrap_or(Claim::InFlight),
+                    Err(_) => Claim::InFlight,
+                };
+                if v == Claim::New && self.shared.is_some() {
+                    self.claims.push(claim);
+                    self.claim_slots.push(i);
+                }
+                local_verdicts[i] = Some(v);
+            }
+        }
+        // Pass 2: one round trip to the shared store for every locally-new key.
+        if !self.claims.is_empty()
+            && let Some(shared) = self.shared.as_mut()
+        {
+            self.verdicts.clear();
+            match shared.claim_batch(&self.claims, now_ms, &mut self.verdicts) {
+                Ok(()) if self.verdicts.len() == self.claims.len() => {
+                    for (k, v) in self.verdicts.drain(..).enumerate() {
+                        let i = self.claim_slots[k];
+                        if v != Claim::New {
+                            // Another node owns or answered this key: drop our local claim.
+                            let _ = self.local.release_batch(std::slice::from_ref(&self.claims[k].key));
+                        }
+                        local_verdicts[i] = Some(v);
+                    }
+                }
+                _ => {
+                    self.metrics.store_errors.fetch_add(1, Relaxed);
+                    self.metrics.idempotency[4].fetch_add(self.claims.len() as u64, Relaxed);
+                    tracing::warn!(keys = self.claims.len(), "shared idempotency store failed; using the local index for this batch");
+                }
+            }
+        }
+        // Pass 3: act on the verdicts, in ring order.
+        for (i, p) in pending.iter().enumerate() {
+            // SAFETY: as in pass 1.
+            let d = unsafe { (**p).data() };
+            if d.ticket.is_none() {
+                continue;
+            }
+            let ts = now.max(self.last_ts + 1);
+            match local_verdicts[i].take() {
+                Some(v) => self.settle(d, v, ts),
+                None => {
+                    match &mut d.work {
+                        Work::Cancel(c) => c.ts = ts,
+                        Work::Amend { cmd, .. } => cmd.ts = ts,
+                        Work::Halt(h) => h.ts = ts,
+                        Work::Place { .. } => continue,
+                    }
+                    self.last_ts = ts;
+                }
+            }
+        }
+        self.pending = pending;
+        self.pending.clear();
+    }
+
+    fn settle(&mut self, d: &mut SlotData, v: Claim, ts: u64) {
+        let m = &self.metrics;
+        let err = match v {
+            Claim::New => {
+                m.idempotency[0].fetch_add(1, Relaxed);
+                if let Work::Place { cmd: Some(cmd), .. } = &mut d.work {
+                    cmd.order_id = self.ids.next_order_id(ts);
+                    cmd.ts = ts;
+                    self.last_ts = ts;
+                }
+                return;
+            }
+            Claim::Replay(resp) => {
+                m.idempotency[1].fetch_add(1, Relaxed);
+                if let Some(t) = d.ticket.take() {
+                    t.reply(Reply::Json { status: resp.status, body: resp.body, replayed: true });
+                }
+                return;
+            }
+            Claim::InFlight => {
+                m.idempotency[2].fetch_add(1, Relaxed);
+                ApiError::new(409, "IDEMPOTENCY_KEY_IN_USE", "a request with this idempotency key is still in flight")
+                    .field("X-Idempotency-Key")
+                    .retry_after(1)
+            }
+            Claim::Mismatch => {
+                m.idempotency[3].fetch_add(1, Relaxed);
+                ApiError::new(422, "IDEMPOTENCY_KEY_REUSED", "this idempotency key was used with a different request body")
+                    .field("X-Idempotency-Key")
+            }
+        };
+        m.reject(err.code);
+        if let Some(t) = d.ticket.take() {
+            t.reply(Reply::Error(err));
+        }
+    }
+}
