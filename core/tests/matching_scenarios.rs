@@ -57,6 +57,7 @@ fn submit(b: &mut OrderBook, o: Incoming) -> Vec<MatchEvent> {
     out
 }
 
+#[allow(clippy::too_many_arguments)]
 fn fill(
     maker: u128,
     mk: &str,
