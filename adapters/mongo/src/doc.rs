@@ -180,3 +180,68 @@ pub fn execution_doc(e: &ExecutionReport, table: &InstrumentTable) -> Document {
     }
     d
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Order {
+        Order {
+            order_id: "0190f5b2-8c3e-7abc-9def-0123456789ab".parse().unwrap(),
+            client_order_id: Some(ShortStr::new("my-1").unwrap()),
+            account: AccountId::new("acct-1").unwrap(),
+            symbol: SymbolId(0),
+            side: Side::Sell,
+            order_type: OrderType::Limit,
+            time_in_force: TimeInForce::Ioc,
+            post_only: true,
+            quantity: Qty(1_000),
+            price: Some(Price(4_500_000)),
+            status: OrderStatus::PartiallyFilled,
+            filled_quantity: Qty(400),
+            filled_notional: 400 * 4_500_000,
+            created_at: 1_700_000_000_000_000_001,
+            updated_at: 1_700_000_000_000_000_002,
+            version: 4,
+            idempotency_key: Some(IdempotencyKey::new("k-1").unwrap()),
+            reject_reason: Some(RejectCode::SelfTradePrevented),
+        }
+    }
+
+    #[test]
+    fn order_documents_round_trip_exactly() {
+        let t = InstrumentTable::demo();
+        let full = sample();
+        let d = order_doc(&full, &t);
+        assert_eq!(
+            d.get_str("_id").unwrap(),
+            "0190f5b2-8c3e-7abc-9def-0123456789ab"
+        );
+        assert_eq!(d.get_str("symbol").unwrap(), t.get(SymbolId(0)).symbol);
+        assert!(d.get_document("display").is_ok());
+        assert_eq!(order_from_doc(&d).unwrap(), full);
+
+        let bare = Order {
+            client_order_id: None,
+            order_type: OrderType::Market,
+            price: None,
+            idempotency_key: None,
+            reject_reason: None,
+            symbol: SymbolId(999),
+            ..sample()
+        };
+        let d = order_doc(&bare, &t);
+        assert!(!d.contains_key("idempotencyKey") && !d.contains_key("price"));
+        assert_eq!(d.get_str("symbol").unwrap(), "#999");
+        assert_eq!(order_from_doc(&d).unwrap(), bare);
+    }
+
+    #[test]
+    fn undecodable_documents_are_errors() {
+        let mut d = order_doc(&sample(), &InstrumentTable::demo());
+        d.insert("status", "SOMETHING");
+        assert!(order_from_doc(&d).is_err());
+        d.remove("status");
+        assert!(order_from_doc(&d).is_err());
+    }
+}
