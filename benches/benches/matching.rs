@@ -271,7 +271,6 @@ fn generate(mix: Mix, seed: u64) -> (Vec<Cmd>, Vec<Cmd>) {
                     }
                 }
                 MatchEvent::Ended { order_id, .. } => live.remove(order_id.0 as u64),
-                _ => {}
             }
         }
         if is_prefill {
