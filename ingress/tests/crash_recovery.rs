@@ -147,6 +147,11 @@ async fn sigkill_mid_load_loses_no_acknowledged_order() {
         "load too slow: {acked_before_kill} acks in 60 s"
     );
     server.signal_kill();
+    let sent_at_kill = sent.load(Ordering::Relaxed);
+    assert!(
+        sent_at_kill < PLANNED,
+        "the crash must hit the load mid-way"
+    );
     dead.store(true, Ordering::Relaxed);
     for t in tasks {
         t.await.expect("load task");
@@ -270,6 +275,13 @@ async fn sigkill_mid_load_loses_no_acknowledged_order() {
     }
     let traded: i64 = filled_lots.values().sum();
     assert!(traded > 0, "the load produced fills");
+    eprintln!(
+        "crash after {sent_at_kill} requests: {} acknowledged, {} refused (503), {} canceled, \
+         {traded} lots filled (both sides)",
+        out.accepted.len(),
+        out.unavailable.len(),
+        out.canceled.len()
+    );
 
     // Retries after the crash are replays of the acknowledged answer.
     for (account, key, body, ack) in out.accepted.iter().step_by(out.accepted.len().div_ceil(40)) {
@@ -284,22 +296,17 @@ async fn sigkill_mid_load_loses_no_acknowledged_order() {
         );
     }
 
-    // And the recovered server keeps trading.
-    let ask = server
-        .place_ok("cr-new-1", &limit("ETH/USD", "SELL", "0.5", "2500.00"))
+    // And the recovered server keeps trading (on a symbol the load did not touch).
+    server
+        .place_ok("cr-new-1", &limit("SOL/USD", "SELL", "1", "100.000"))
         .await;
     let bid = server
-        .place_ok(
-            "cr-new-2",
-            &json!({"symbol":"ETH/USD","side":"BUY","quantity":"0.5","orderType":"MARKET"}),
-        )
+        .place_ok("cr-new-2", &market("SOL/USD", "BUY", "1"))
         .await;
-    let filled = server
-        .wait_status("cr-new-2", bid["orderId"].as_str().unwrap(), "FILLED")
-        .await;
+    let id = bid["orderId"].as_str().unwrap();
+    server.wait_status("cr-new-2", id, "FILLED").await;
     assert!(
-        !by_id.contains_key(filled["orderId"].as_str().unwrap()),
+        !by_id.contains_key(id),
         "new ids never collide with old ones"
     );
-    let _ = ask;
 }

@@ -188,14 +188,19 @@ async fn keys_survive_a_crash_and_restart() {
 
 #[tokio::test]
 async fn log_unavailable_is_503_and_the_order_never_executes() {
-    // Every journal append stalls 1 s; the ack timeout is 200 ms.
+    // Every journal append stalls 1 s; the ack timeout is 200 ms. A first order occupies the
+    // publish stage (its append is under way, so it waits for the log's own outcome); an
+    // order queued behind it cannot be acknowledged in time and is refused.
     let mut s =
         Server::start_with(&["--test-stall-log-ms", "1000", "--ack-timeout-ms", "200"]).await;
-    let r = s.place("stall", "k-503", &seed_order()).await.expect_error(
-        503,
-        "LOG_UNAVAILABLE",
-        "stalled log",
-    );
+    let blocker_body = limit("BTC/USD", "SELL", "0.1", "46000.00");
+    let blocker = s.place("blocker", "k-first", &blocker_body);
+    let queued = async {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        s.place("stall", "k-503", &seed_order()).await
+    };
+    let (first, r) = tokio::join!(blocker, queued);
+    let r = r.expect_error(503, "LOG_UNAVAILABLE", "order queued behind a stalled log");
     let retry = r.header("retry-after").unwrap_or("");
     assert!(
         retry.parse::<u64>().is_ok(),
@@ -203,6 +208,12 @@ async fn log_unavailable_is_503_and_the_order_never_executes() {
         r.headers
     );
     assert!(r.json.get("order").is_none());
+    assert!(
+        first.status == 201 || first.code() == "LOG_UNAVAILABLE",
+        "the order whose append was under way: {} {}",
+        first.status,
+        first.text
+    );
 
     // Give the stalled append time to finish, then crash and come back without the stall:
     // the timed-out order must not exist, neither before nor after the replay of the log.
@@ -222,6 +233,12 @@ async fn log_unavailable_is_503_and_the_order_never_executes() {
         json!([]),
         "nothing rests from the 503 order"
     );
+    let blockers = s.all_orders("blocker", "").await;
+    assert_eq!(
+        blockers.len(),
+        usize::from(first.status == 201),
+        "the first order exists exactly when it was acknowledged"
+    );
 
     // The key was released: the same key now creates a new order.
     let fresh = s
@@ -234,11 +251,12 @@ async fn log_unavailable_is_503_and_the_order_never_executes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn overload_is_503_with_retry_after_and_nothing_recorded() {
-    // A tiny ring whose publish stage is stuck: requests beyond the ring's room are refused.
+    // The smallest ring (64 slots) whose publish stage is stuck: 160 concurrent requests do
+    // not fit, and those that find no room within --ring-full-wait-ms are refused.
     let s = Arc::new(
         Server::start_with(&[
             "--ring-size",
-            "4",
+            "64",
             "--ring-full-wait-ms",
             "20",
             "--test-stall-log-ms",
@@ -249,7 +267,7 @@ async fn overload_is_503_with_retry_after_and_nothing_recorded() {
         .await,
     );
     let mut tasks = Vec::new();
-    for i in 0..40 {
+    for i in 0..160 {
         let s = s.clone();
         tasks.push(tokio::spawn(async move {
             let k = format!("ov-{i}");
@@ -281,7 +299,11 @@ async fn overload_is_503_with_retry_after_and_nothing_recorded() {
             _ => panic!("unexpected answer under overload: {} {}", r.status, r.text),
         }
     }
-    assert!(overloaded > 0, "a full ring answers OVERLOADED");
+    assert!(
+        overloaded > 0,
+        "a full ring answers OVERLOADED ({} refused in all)",
+        failed_keys.len()
+    );
     tokio::time::sleep(Duration::from_millis(2000)).await;
     let orders = s.all_orders("flood", "").await;
     for o in &orders {
