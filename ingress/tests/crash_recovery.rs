@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::*;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 const ACCOUNTS: [&str; 4] = ["cr-a", "cr-b", "cr-c", "cr-d"];
 const TASKS: usize = 8;
