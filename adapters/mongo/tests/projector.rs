@@ -152,5 +152,7 @@ fn projector_catches_up_after_mongo_restarts() {
         got.iter().all(|o| o.version == 3),
         "every order at its last version"
     );
+    drop(_server);
     let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_file(dir.with_extension("log"));
 }
