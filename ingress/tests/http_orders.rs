@@ -382,7 +382,7 @@ async fn cancel_releases_the_order_and_its_margin() {
 }
 
 #[tokio::test]
-async fn amend_quantity_and_price() {
+async fn amend_quantity_and_refusals() {
     let s = Server::start().await;
     let o = s
         .place_ok("a-1", &limit("BTC/USD", "BUY", "1", "44000.00"))
@@ -397,25 +397,25 @@ async fn amend_quantity_and_price() {
     assert_eq!(down.json["price"], "44000.00");
     assert_eq!(down.json["status"], "ACCEPTED");
     assert!(down.json["version"].as_u64().unwrap() > o["version"].as_u64().unwrap());
-
-    let moved = s
-        .amend("a-1", id, &json!({"price":"44100.00"}))
-        .await
-        .expect(200, "price");
-    assert_eq!(moved.json["price"], "44100.00");
-    assert_eq!(moved.json["quantity"], "0.5000");
-    let book = s.get("/api/book/BTC-USD", None).await.expect(200, "book");
-    assert_eq!(book.json["bids"][0]["price"], "44100.00", "{}", book.text);
-    assert_eq!(book.json["bids"][0]["quantity"], "0.5000", "{}", book.text);
     let a = s
-        .account_when("a-1", |a| dec(&a["reservedMargin"]) == 2205.0)
+        .account_when("a-1", |a| dec(&a["reservedMargin"]) == 2200.0)
         .await;
     assert_eq!(
         dec(&a.json["reservedMargin"]),
-        2205.0,
-        "0.5 × 44100 × 10 %: {}",
+        2200.0,
+        "0.5 × 44000 × 10 %: {}",
         a.text
     );
+
+    // Quantity and price together (price changes lose priority).
+    let moved = s
+        .amend("a-1", id, &json!({"quantity":"0.5","price":"44100.00"}))
+        .await
+        .expect(200, "quantity and price");
+    assert_eq!(moved.json["price"], "44100.00");
+    let book = s.get("/api/book/BTC-USD", None).await.expect(200, "book");
+    assert_eq!(book.json["bids"][0]["price"], "44100.00", "{}", book.text);
+    assert_eq!(book.json["bids"][0]["quantity"], "0.5000", "{}", book.text);
 
     s.amend("a-1", id, &json!({}))
         .await
@@ -423,10 +423,10 @@ async fn amend_quantity_and_price() {
     s.amend("a-1", id, &json!({"quantity":"0.12345"}))
         .await
         .expect_error(400, "QUANTITY_NOT_ON_LOT", "too many decimals");
-    s.amend("a-1", id, &json!({"price":"44100.001"}))
+    s.amend("a-1", id, &json!({"quantity":"0.5","price":"44100.001"}))
         .await
         .expect_error(400, "PRICE_NOT_ON_TICK", "too many decimals");
-    s.amend("a-1", id, &json!({"price":"60000.00"}))
+    s.amend("a-1", id, &json!({"quantity":"0.5","price":"60000.00"}))
         .await
         .expect_error(422, "PRICE_OUT_OF_BAND", "amend out of the band");
     s.amend("a-1", id, &json!({"qty":"1"})).await.expect_error(
@@ -437,6 +437,9 @@ async fn amend_quantity_and_price() {
     s.amend("other", id, &json!({"quantity":"0.4"}))
         .await
         .expect_error(404, "ORDER_NOT_FOUND", "amend another account's order");
+    s.amend("a-1", "bogus", &json!({"quantity":"0.4"}))
+        .await
+        .expect_error(400, "INVALID_ORDER_ID", "amend a malformed id");
     let still = s.order("a-1", id).await.expect(200, "get");
     assert_eq!(
         (still.json["quantity"].clone(), still.json["price"].clone()),
@@ -450,14 +453,50 @@ async fn amend_quantity_and_price() {
     s.amend("a-1", id, &json!({"quantity":"0.2"}))
         .await
         .expect_error(400, "INVALID_AMEND", "quantity at the filled quantity");
-    s.amend("a-1", id, &json!({"quantity":"0.3"}))
+    let up = s
+        .amend("a-1", id, &json!({"quantity":"0.3"}))
         .await
         .expect(200, "amend partial");
+    assert_eq!(up.json["quantity"], "0.3000");
+    assert_eq!(up.json["filledQuantity"], "0.2000");
 
     s.cancel("a-1", id).await.expect(200, "cancel");
     s.amend("a-1", id, &json!({"quantity":"0.25"}))
         .await
         .expect_error(409, "ORDER_NOT_OPEN", "amend a canceled order");
+}
+
+#[tokio::test]
+async fn amend_price_only_moves_the_order() {
+    let s = Server::start().await;
+    let o = s
+        .place_ok("ap-1", &limit("BTC/USD", "BUY", "0.5", "44000.00"))
+        .await;
+    let id = o["orderId"].as_str().unwrap();
+    let moved = s
+        .amend("ap-1", id, &json!({"price":"44100.00"}))
+        .await
+        .expect(200, "price-only amend");
+    assert_eq!(moved.json["price"], "44100.00");
+    assert_eq!(moved.json["quantity"], "0.5000", "the quantity is kept");
+    let book = s.get("/api/book/BTC-USD", None).await.expect(200, "book");
+    assert_eq!(book.json["bids"][0]["price"], "44100.00", "{}", book.text);
+    let a = s
+        .account_when("ap-1", |a| dec(&a["reservedMargin"]) == 2205.0)
+        .await;
+    assert_eq!(
+        dec(&a.json["reservedMargin"]),
+        2205.0,
+        "0.5 × 44100 × 10 %: {}",
+        a.text
+    );
+    // A price-only amend that crosses trades like a new limit order.
+    s.place_ok("ap-2", &limit("BTC/USD", "SELL", "0.5", "44200.00"))
+        .await;
+    s.amend("ap-1", id, &json!({"price":"44200.00"}))
+        .await
+        .expect(200, "crossing amend");
+    s.wait_status("ap-1", id, "FILLED").await;
 }
 
 #[tokio::test]
