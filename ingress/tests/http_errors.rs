@@ -481,6 +481,79 @@ async fn halt_account_and_global() {
     }
 }
 
+/// An HS256 JWT with the given claims (the tests' own signer, independent of the server's).
+fn jwt(claims: &Value, secret: &str) -> String {
+    use base64::Engine;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use hmac::{Hmac, Mac};
+    let head = URL_SAFE_NO_PAD.encode(br#"{"alg":"HS256","typ":"JWT"}"#);
+    let body = URL_SAFE_NO_PAD.encode(claims.to_string());
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).expect("hmac key");
+    mac.update(format!("{head}.{body}").as_bytes());
+    let sig = URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes());
+    format!("{head}.{body}.{sig}")
+}
+
+#[tokio::test]
+async fn jwt_auth_takes_the_account_from_sub() {
+    let s = Server::start_with(&["--auth", "jwt", "--jwt-secret", "test-secret"]).await;
+    let good = format!("Bearer {}", jwt(&json!({"sub":"jwt-acct"}), "test-secret"));
+    let hdrs = [
+        ("Authorization", good.as_str()),
+        ("X-Idempotency-Key", "jk"),
+    ];
+    let r = s
+        .send(
+            Method::POST,
+            "/api/orders",
+            Some("spoofed"),
+            &hdrs,
+            Some(&seed_order()),
+        )
+        .await
+        .expect(201, "a valid token");
+    assert_eq!(
+        r.json["account"], "jwt-acct",
+        "the account is the token's sub, not X-Account-Id"
+    );
+    let mine = s
+        .send(
+            Method::GET,
+            "/api/orders",
+            None,
+            &[("Authorization", good.as_str())],
+            None,
+        )
+        .await
+        .expect(200, "list with a token");
+    assert_eq!(mine.json["orders"].as_array().unwrap().len(), 1);
+
+    for (what, token) in [
+        (
+            "wrong secret",
+            jwt(&json!({"sub":"jwt-acct"}), "other-secret"),
+        ),
+        (
+            "expired",
+            jwt(
+                &json!({"sub":"jwt-acct","exp":1_000_000_000u64}),
+                "test-secret",
+            ),
+        ),
+    ] {
+        let h = format!("Bearer {token}");
+        s.send(
+            Method::GET,
+            "/api/account",
+            None,
+            &[("Authorization", h.as_str())],
+            None,
+        )
+        .await
+        .expect_error(401, "UNAUTHORIZED", what);
+    }
+}
+
 #[tokio::test]
 async fn jwt_auth_refuses_missing_or_bad_tokens() {
     let s = Server::start_with(&["--auth", "jwt", "--jwt-secret", "test-secret"]).await;
