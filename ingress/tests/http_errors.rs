@@ -207,6 +207,11 @@ async fn request_format_errors() {
     s.place("fmt", &"k".repeat(256), &seed_order())
         .await
         .expect_error(400, "INVALID_IDEMPOTENCY_KEY", "256-char key");
+    s.place("fmt", "", &seed_order()).await.expect_error(
+        400,
+        "INVALID_IDEMPOTENCY_KEY",
+        "empty key",
+    );
     s.place("fmt", &"k".repeat(255), &seed_order())
         .await
         .expect(201, "255-char key is fine");
