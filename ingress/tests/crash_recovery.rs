@@ -228,8 +228,39 @@ async fn sigkill_mid_load_loses_no_acknowledged_order() {
         .collect();
     let mut filled_lots: HashMap<(String, String), i64> = HashMap::new();
     let mut net_positions: HashMap<String, i64> = HashMap::new();
+    // Resting quantity per (symbol, side) according to the orders, to compare with the book.
+    let mut resting_lots: HashMap<(String, String), i64> = HashMap::new();
     for account in ACCOUNTS {
-        for o in server.all_orders(account, "").await {
+        let orders = server.all_orders(account, "").await;
+        let open: Vec<&Value> = orders
+            .iter()
+            .filter(|o| o["status"] == "ACCEPTED" || o["status"] == "PARTIALLY_FILLED")
+            .collect();
+        for o in &open {
+            let leaves = dec(&o["quantity"]) - dec(&o["filledQuantity"]);
+            *resting_lots
+                .entry((
+                    o["symbol"].as_str().unwrap().to_string(),
+                    o["side"].as_str().unwrap().to_string(),
+                ))
+                .or_default() += (leaves * 10_000.0).round() as i64;
+        }
+        // The recovered risk state agrees with the recovered orders.
+        let a = server
+            .get("/api/account", Some(account))
+            .await
+            .expect(200, "account");
+        assert_eq!(
+            a.json["openOrders"].as_u64(),
+            Some(open.len() as u64),
+            "{account}: openOrders after recovery = open orders listed: {}",
+            a.text
+        );
+        assert!(dec(&a.json["reservedMargin"]) >= 0.0, "{}", a.text);
+        if open.is_empty() {
+            assert_eq!(dec(&a.json["reservedMargin"]), 0.0, "{}", a.text);
+        }
+        for o in orders {
             let k = o["idempotencyKey"].as_str().unwrap_or("");
             assert!(
                 !refused.contains(&(account, k)),
@@ -273,6 +304,30 @@ async fn sigkill_mid_load_loses_no_acknowledged_order() {
             "{sym}: positions net to zero across accounts"
         );
     }
+    // The recovered books hold exactly the open orders' remaining quantities.
+    for (sym, path) in [("BTC/USD", "BTC-USD"), ("ETH/USD", "ETH-USD")] {
+        let book = server
+            .get(&format!("/api/book/{path}?depth=1000"), None)
+            .await
+            .expect(200, "book");
+        for (side, levels) in [("BUY", "bids"), ("SELL", "asks")] {
+            let in_book: i64 = book.json[levels]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|l| (dec(&l["quantity"]) * 10_000.0).round() as i64)
+                .sum();
+            let expected = resting_lots
+                .get(&(sym.to_string(), side.to_string()))
+                .copied()
+                .unwrap_or(0);
+            assert_eq!(
+                in_book, expected,
+                "{sym} {levels}: the recovered book holds the open orders' leaves"
+            );
+        }
+    }
+
     let traded: i64 = filled_lots.values().sum();
     assert!(traded > 0, "the load produced fills");
     eprintln!(
