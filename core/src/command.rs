@@ -83,6 +83,10 @@ pub struct SetHalt {
 }
 
 /// One record of the order log.
+///
+/// Deliberately unboxed: commands live in preallocated ring slots and are copied in place, so
+/// boxing the large `Place` variant would cost an allocation per order on the hot path.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Command {
     Place(PlaceOrder),

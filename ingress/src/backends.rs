@@ -48,7 +48,12 @@ struct MongoSink(std::sync::mpsc::Sender<Vec<Event>>);
 impl EventSink for MongoSink {
     fn publish(&mut self, events: &[Event]) {
         let mut v = Vec::with_capacity(events.len());
-        v.extend(events.iter().filter(|e| matches!(e, Event::OrderUpdate { .. } | Event::Execution(_))).cloned());
+        v.extend(
+            events
+                .iter()
+                .filter(|e| matches!(e, Event::OrderUpdate { .. } | Event::Execution(_)))
+                .cloned(),
+        );
         if !v.is_empty() {
             // Unbounded on purpose: the projector must never skip an event; its lag is a metric.
             let _ = self.0.send(v);
@@ -57,38 +62,78 @@ impl EventSink for MongoSink {
 }
 
 fn kafka_metrics(name: &'static str, s: StatsSnapshot, o: &mut String) {
-    let _ = writeln!(o, "# HELP oms_kafka_{name}_tx_messages Messages sent by the {name} producer.");
-    let _ = writeln!(o, "# TYPE oms_kafka_{name}_tx_messages gauge\noms_kafka_{name}_tx_messages {}", s.txmsgs);
-    gauge(o, &format!("oms_kafka_{name}_queue_messages"), "Messages waiting in librdkafka's queue.", s.msg_cnt as i64);
-    gauge(o, &format!("oms_kafka_{name}_broker_rtt_microseconds"), "Mean broker round-trip time.", s.rtt_avg_us);
-    counter(o, &format!("oms_kafka_{name}_tx_errors_total"), "Broker transmission errors.", s.tx_errors);
-    counter(o, &format!("oms_kafka_{name}_errors_total"), "Client errors reported by librdkafka.", s.errors);
+    let _ = writeln!(
+        o,
+        "# HELP oms_kafka_{name}_tx_messages Messages sent by the {name} producer."
+    );
+    let _ = writeln!(
+        o,
+        "# TYPE oms_kafka_{name}_tx_messages gauge\noms_kafka_{name}_tx_messages {}",
+        s.txmsgs
+    );
+    gauge(
+        o,
+        &format!("oms_kafka_{name}_queue_messages"),
+        "Messages waiting in librdkafka's queue.",
+        s.msg_cnt as i64,
+    );
+    gauge(
+        o,
+        &format!("oms_kafka_{name}_broker_rtt_microseconds"),
+        "Mean broker round-trip time.",
+        s.rtt_avg_us,
+    );
+    counter(
+        o,
+        &format!("oms_kafka_{name}_tx_errors_total"),
+        "Broker transmission errors.",
+        s.tx_errors,
+    );
+    counter(
+        o,
+        &format!("oms_kafka_{name}_errors_total"),
+        "Client errors reported by librdkafka.",
+        s.errors,
+    );
 }
 
 /// Polls a dependency in the background so `/ready` never blocks on the network.
-fn background_probe(name: &'static str, every: Duration, probe: impl Fn() -> bool + Send + 'static) -> Arc<AtomicBool> {
+fn background_probe(
+    name: &'static str,
+    every: Duration,
+    probe: impl Fn() -> bool + Send + 'static,
+) -> Arc<AtomicBool> {
     let ok = Arc::new(AtomicBool::new(probe()));
     let flag = Arc::clone(&ok);
-    let _ = std::thread::Builder::new().name(format!("oms-probe-{name}")).spawn(move || {
-        loop {
-            std::thread::sleep(every);
-            flag.store(probe(), Ordering::Relaxed);
-        }
-    });
+    let _ = std::thread::Builder::new()
+        .name(format!("oms-probe-{name}"))
+        .spawn(move || {
+            loop {
+                std::thread::sleep(every);
+                flag.store(probe(), Ordering::Relaxed);
+            }
+        });
     ok
 }
 
 /// Everything the flags ask for.
-pub fn build(args: &ServeArgs, table: &InstrumentTable) -> anyhow::Result<(Backends, Vec<MetricSource>, Option<StoreFactory>)> {
+pub fn build(
+    args: &ServeArgs,
+    table: &InstrumentTable,
+) -> anyhow::Result<(Backends, Vec<MetricSource>, Option<StoreFactory>)> {
     let mut metric_sources: Vec<MetricSource> = Vec::new();
     let mut sinks: Vec<Box<dyn EventSink>> = Vec::new();
     let mut ready_checks: Vec<crate::http::ReadyCheck> = Vec::new();
 
-    let brokers = args.kafka_brokers.as_deref().filter(|b| !b.trim().is_empty());
+    let brokers = args
+        .kafka_brokers
+        .as_deref()
+        .filter(|b| !b.trim().is_empty());
     let log: Box<dyn oms_core::ports::OrderLog> = match args.log {
         LogKind::Embedded => open_journal(args)?,
         LogKind::Kafka => {
-            let brokers = brokers.context("--log kafka needs --kafka-brokers (OMS_KAFKA_BROKERS)")?;
+            let brokers =
+                brokers.context("--log kafka needs --kafka-brokers (OMS_KAFKA_BROKERS)")?;
             if args.kafka_create_topics {
                 let created = oms_kafka::create_topics(
                     brokers,
@@ -105,19 +150,31 @@ pub fn build(args: &ServeArgs, table: &InstrumentTable) -> anyhow::Result<(Backe
             let kcfg = kafka_config(args, brokers);
             let log = KafkaLog::new(&kcfg, table).context("connecting the Kafka order log")?;
             let stats = log.stats();
-            metric_sources.push(Box::new(move |o| kafka_metrics("orders", stats.snapshot(), o)));
-            tracing::info!(topic = log.topic(), partitions = log.partitions(), "order log on Kafka");
+            metric_sources.push(Box::new(move |o| {
+                kafka_metrics("orders", stats.snapshot(), o)
+            }));
+            tracing::info!(
+                topic = log.topic(),
+                partitions = log.partitions(),
+                "order log on Kafka"
+            );
             Box::new(log)
         }
     };
     if let Some(brokers) = brokers {
         let kcfg = kafka_config(args, brokers);
-        let publisher = EventPublisher::new(&kcfg, Arc::new(table.clone())).context("starting the Kafka event publisher")?;
+        let publisher = EventPublisher::new(&kcfg, Arc::new(table.clone()))
+            .context("starting the Kafka event publisher")?;
         let counters = publisher.counters();
         let stats = publisher.stats();
         metric_sources.push(Box::new(move |o| {
             kafka_metrics("events", stats.snapshot(), o);
-            gauge(o, "oms_kafka_events_pending", "Events queued for Kafka, not yet acknowledged.", counters.pending() as i64);
+            gauge(
+                o,
+                "oms_kafka_events_pending",
+                "Events queued for Kafka, not yet acknowledged.",
+                counters.pending() as i64,
+            );
         }));
         sinks.push(Box::new(KafkaSink(publisher)));
         let b = brokers.to_owned();
@@ -126,31 +183,56 @@ pub fn build(args: &ServeArgs, table: &InstrumentTable) -> anyhow::Result<(Backe
         });
         ready_checks.push(Box::new(move || {
             let good = ok.load(Ordering::Relaxed);
-            ("kafka", good, if good { "metadata ok".into() } else { "broker not answering".into() })
+            (
+                "kafka",
+                good,
+                if good {
+                    "metadata ok".into()
+                } else {
+                    "broker not answering".into()
+                },
+            )
         }));
     }
 
-    let shared_idempotency: Option<Box<dyn oms_core::ports::IdempotencyStore>> = match args.redis_url.as_deref() {
-        Some(url) if !url.trim().is_empty() => {
-            let store = RedisIdempotencyStore::connect(RedisConfig::new(url))
-                .with_context(|| format!("connecting to Redis at {url}"))?;
-            let stats = store.stats();
-            metric_sources.push(Box::new(move |o| {
-                counter(o, "oms_redis_errors_total", "Failed Redis idempotency batches (fallback to the local index).", stats.errors.load(Ordering::Relaxed));
-                counter(o, "oms_redis_timeouts_total", "Redis batches over their time bound.", stats.timeouts.load(Ordering::Relaxed));
-                counter(o, "oms_redis_batches_total", "Pipelined Redis batches.", stats.batches.load(Ordering::Relaxed));
-            }));
-            tracing::info!(url, "shared idempotency on Redis");
-            Some(Box::new(store))
-        }
-        _ => None,
-    };
+    let shared_idempotency: Option<Box<dyn oms_core::ports::IdempotencyStore>> =
+        match args.redis_url.as_deref() {
+            Some(url) if !url.trim().is_empty() => {
+                let store = RedisIdempotencyStore::connect(RedisConfig::new(url))
+                    .with_context(|| format!("connecting to Redis at {url}"))?;
+                let stats = store.stats();
+                metric_sources.push(Box::new(move |o| {
+                    counter(
+                        o,
+                        "oms_redis_errors_total",
+                        "Failed Redis idempotency batches (fallback to the local index).",
+                        stats.errors.load(Ordering::Relaxed),
+                    );
+                    counter(
+                        o,
+                        "oms_redis_timeouts_total",
+                        "Redis batches over their time bound.",
+                        stats.timeouts.load(Ordering::Relaxed),
+                    );
+                    counter(
+                        o,
+                        "oms_redis_batches_total",
+                        "Pipelined Redis batches.",
+                        stats.batches.load(Ordering::Relaxed),
+                    );
+                }));
+                tracing::info!(url, "shared idempotency on Redis");
+                Some(Box::new(store))
+            }
+            _ => None,
+        };
 
     let mut store_factory: Option<StoreFactory> = None;
     if let Some(url) = args.mongo_url.as_deref().filter(|u| !u.trim().is_empty()) {
         let mut cfg = MongoConfig::new(url);
         cfg.db = args.mongo_db.clone();
-        let store = MongoOrderStore::connect(cfg, table.clone()).with_context(|| format!("connecting to MongoDB at {url}"))?;
+        let store = MongoOrderStore::connect(cfg, table.clone())
+            .with_context(|| format!("connecting to MongoDB at {url}"))?;
         store.ensure_indexes().context("creating MongoDB indexes")?;
         let mstats = store.stats();
         if args.query_store == QueryStore::Mongo {
@@ -160,14 +242,31 @@ pub fn build(args: &ServeArgs, table: &InstrumentTable) -> anyhow::Result<(Backe
         let (tx, rx) = std::sync::mpsc::channel::<Vec<Event>>();
         let mut projector = Projector::new(store, ProjectorConfig::default());
         let pstats = projector.stats();
-        std::thread::Builder::new().name("oms-mongo-projector".into()).spawn(move || {
-            let exit = projector.run(&rx, |_| {});
-            tracing::info!(?exit, "mongo projector stopped");
-        })?;
+        std::thread::Builder::new()
+            .name("oms-mongo-projector".into())
+            .spawn(move || {
+                let exit = projector.run(&rx, |_| {});
+                tracing::info!(?exit, "mongo projector stopped");
+            })?;
         metric_sources.push(Box::new(move |o| {
-            gauge(o, "oms_mongo_projection_lag_events", "Events received by the projector but not yet written.", pstats.lag() as i64);
-            counter(o, "oms_mongo_projection_retries_total", "Projector write retries (MongoDB down or slow).", pstats.retries.load(Ordering::Relaxed));
-            counter(o, "oms_mongo_errors_total", "MongoDB operation errors.", mstats.errors.load(Ordering::Relaxed));
+            gauge(
+                o,
+                "oms_mongo_projection_lag_events",
+                "Events received by the projector but not yet written.",
+                pstats.lag() as i64,
+            );
+            counter(
+                o,
+                "oms_mongo_projection_retries_total",
+                "Projector write retries (MongoDB down or slow).",
+                pstats.retries.load(Ordering::Relaxed),
+            );
+            counter(
+                o,
+                "oms_mongo_errors_total",
+                "MongoDB operation errors.",
+                mstats.errors.load(Ordering::Relaxed),
+            );
         }));
         sinks.push(Box::new(MongoSink(tx)));
         tracing::info!(url, db = %args.mongo_db, query_store = ?args.query_store, "MongoDB projection on");
@@ -175,10 +274,24 @@ pub fn build(args: &ServeArgs, table: &InstrumentTable) -> anyhow::Result<(Backe
         anyhow::bail!("--query-store mongo needs --mongo-url (OMS_MONGO_URL)");
     }
 
-    Ok((Backends { log, sinks, ready_checks, shared_idempotency }, metric_sources, store_factory))
+    Ok((
+        Backends {
+            log,
+            sinks,
+            ready_checks,
+            shared_idempotency,
+        },
+        metric_sources,
+        store_factory,
+    ))
 }
 
 /// Maps a store failure to an HTTP error.
 pub fn store_error(e: StoreError) -> crate::http::error::ApiError {
-    crate::http::error::ApiError::new(503, "OVERLOADED", format!("the order store is unavailable: {e}")).retry_after(1)
+    crate::http::error::ApiError::new(
+        503,
+        "OVERLOADED",
+        format!("the order store is unavailable: {e}"),
+    )
+    .retry_after(1)
 }

@@ -102,7 +102,11 @@ fn main() -> anyhow::Result<()> {
             )?;
             let all = oms_kafka::Topics::new(&kafka_topic_prefix);
             for t in all.all() {
-                let state = if created.iter().any(|c| c == t) { "created" } else { "exists" };
+                let state = if created.iter().any(|c| c == t) {
+                    "created"
+                } else {
+                    "exists"
+                };
                 println!("{t}\t{state}");
             }
             Ok(())

@@ -201,6 +201,10 @@ pub struct Metrics {
     pub log_batch_size: Histogram,
     pub log_append_latency: Histogram,
     pub log_errors: AtomicU64,
+    /// Milliseconds (since `epoch`) of the last failed / successful append; feeds `/ready`.
+    pub log_failed_at_ms: AtomicU64,
+    pub log_ok_at_ms: AtomicU64,
+    pub epoch: std::time::Instant,
     pub orders_accepted: AtomicU64,
     pub executions: AtomicU64,
     pub trades: AtomicU64,
@@ -241,6 +245,9 @@ impl Default for Metrics {
             log_batch_size: Histogram::counts(),
             log_append_latency: Histogram::default(),
             log_errors: AtomicU64::new(0),
+            log_failed_at_ms: AtomicU64::new(0),
+            log_ok_at_ms: AtomicU64::new(0),
+            epoch: std::time::Instant::now(),
             orders_accepted: AtomicU64::new(0),
             executions: AtomicU64::new(0),
             trades: AtomicU64::new(0),
@@ -260,6 +267,18 @@ impl Metrics {
         let r = route as usize;
         self.requests[r][status_index(status)].fetch_add(1, Relaxed);
         self.request_latency[r].observe(latency);
+    }
+
+    /// Milliseconds since this process's metrics were created (never 0).
+    pub fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64 + 1
+    }
+
+    /// Whether the order log is healthy for readiness: no failed append, or a success after
+    /// it, or the failure is older than 5 s (so traffic can probe a recovered log).
+    pub fn log_healthy(&self) -> bool {
+        let failed = self.log_failed_at_ms.load(Relaxed);
+        failed == 0 || self.log_ok_at_ms.load(Relaxed) > failed || self.now_ms() - failed > 5_000
     }
 
     pub fn reject(&self, code: &str) {

@@ -21,8 +21,8 @@ use tokio::net::TcpListener;
 use crate::config::{AuthMode, FsyncMode, ServeArgs};
 use crate::http::{self, App, ReadyCheck, render};
 use crate::metrics::Metrics;
-use crate::pipeline::stages::{self, PublishConfig, PublishStage};
 use crate::pipeline::idempotency::IdempotencyStage;
+use crate::pipeline::stages::{self, PublishConfig, PublishStage};
 use crate::pipeline::{Pipeline, RingConfig, Stages};
 use crate::processor::{self, EventSink};
 

@@ -18,6 +18,13 @@ pub fn ready(app: &App) -> Answer {
     } else {
         "{\"ok\":false,\"detail\":\"starting or draining\"}"
     });
+    let log_ok = app.metrics.log_healthy();
+    ok &= log_ok;
+    s.push_str(if log_ok {
+        ",\"log\":{\"ok\":true,\"detail\":\"last append succeeded\"}"
+    } else {
+        ",\"log\":{\"ok\":false,\"detail\":\"the last order-log append failed\"}"
+    });
     for check in &app.ready_checks {
         let (name, good, detail) = check();
         ok &= good;

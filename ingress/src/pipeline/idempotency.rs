@@ -22,7 +22,9 @@ use crate::http::error::ApiError;
 use crate::metrics::Metrics;
 
 fn now_nanos() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
 }
 
 /// The batching idempotency stage.
@@ -132,10 +134,26 @@ impl IdempotencyStage {
             if d.ticket.is_none() {
                 continue;
             }
-            if let Work::Place { key, fingerprint, cmd: Some(_), .. } = &d.work {
-                let claim = ClaimRequest { key: IdemKey { account: d.account, key: *key }, fingerprint: *fingerprint };
+            if let Work::Place {
+                key,
+                fingerprint,
+                cmd: Some(_),
+                ..
+            } = &d.work
+            {
+                let claim = ClaimRequest {
+                    key: IdemKey {
+                        account: d.account,
+                        key: *key,
+                    },
+                    fingerprint: *fingerprint,
+                };
                 self.verdicts.clear();
-                let v = match self.local.claim_batch(std::slice::from_ref(&claim), now_ms, &mut self.verdicts) {
+                let v = match self.local.claim_batch(
+                    std::slice::from_ref(&claim),
+                    now_ms,
+                    &mut self.verdicts,
+                ) {
                     Ok(()) => self.verdicts.pop().unwrap_or(Claim::InFlight),
                     Err(_) => Claim::InFlight,
                 };
@@ -157,7 +175,9 @@ impl IdempotencyStage {
                         let i = self.claim_slots[k];
                         if v != Claim::New {
                             // Another node owns or answered this key: drop our local claim.
-                            let _ = self.local.release_batch(std::slice::from_ref(&self.claims[k].key));
+                            let _ = self
+                                .local
+                                .release_batch(std::slice::from_ref(&self.claims[k].key));
                         }
                         local_verdicts[i] = Some(v);
                     }
@@ -165,7 +185,10 @@ impl IdempotencyStage {
                 _ => {
                     self.metrics.store_errors.fetch_add(1, Relaxed);
                     self.metrics.idempotency[4].fetch_add(self.claims.len() as u64, Relaxed);
-                    tracing::warn!(keys = self.claims.len(), "shared idempotency store failed; using the local index for this batch");
+                    tracing::warn!(
+                        keys = self.claims.len(),
+                        "shared idempotency store failed; using the local index for this batch"
+                    );
                 }
             }
         }
@@ -209,20 +232,32 @@ impl IdempotencyStage {
             Claim::Replay(resp) => {
                 m.idempotency[1].fetch_add(1, Relaxed);
                 if let Some(t) = d.ticket.take() {
-                    t.reply(Reply::Json { status: resp.status, body: resp.body, replayed: true });
+                    t.reply(Reply::Json {
+                        status: resp.status,
+                        body: resp.body,
+                        replayed: true,
+                    });
                 }
                 return;
             }
             Claim::InFlight => {
                 m.idempotency[2].fetch_add(1, Relaxed);
-                ApiError::new(409, "IDEMPOTENCY_KEY_IN_USE", "a request with this idempotency key is still in flight")
-                    .field("X-Idempotency-Key")
-                    .retry_after(1)
+                ApiError::new(
+                    409,
+                    "IDEMPOTENCY_KEY_IN_USE",
+                    "a request with this idempotency key is still in flight",
+                )
+                .field("X-Idempotency-Key")
+                .retry_after(1)
             }
             Claim::Mismatch => {
                 m.idempotency[3].fetch_add(1, Relaxed);
-                ApiError::new(422, "IDEMPOTENCY_KEY_REUSED", "this idempotency key was used with a different request body")
-                    .field("X-Idempotency-Key")
+                ApiError::new(
+                    422,
+                    "IDEMPOTENCY_KEY_REUSED",
+                    "this idempotency key was used with a different request body",
+                )
+                .field("X-Idempotency-Key")
             }
         };
         m.reject(err.code);

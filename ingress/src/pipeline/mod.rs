@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use disruptor::wait_strategies::WaitStrategy;
 use disruptor::{
     BusySpinWithSpinLoopHint, MultiProducer, ProcessorSettings, Producer, RingBufferFull,
-    SingleConsumerBarrier, Sleep, build_multi_producer,
+    SingleConsumerBarrier, build_multi_producer,
 };
 use tokio::sync::oneshot;
 
@@ -30,6 +30,31 @@ use crate::http::error::ApiError;
 use crate::metrics::Metrics;
 
 type RingProducer = MultiProducer<Slot, SingleConsumerBarrier>;
+
+/// Sleeps while idle, with the thread's timer slack cut to 1 µs on first use: Linux's
+/// default 50 µs slack would stretch every 20 µs nap and, over four chained stages, add a
+/// few hundred microseconds to each acknowledgement at low load.
+#[derive(Clone, Copy)]
+pub struct PreciseSleep(pub Duration);
+
+thread_local! {
+    static SLACK_SET: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+impl WaitStrategy for PreciseSleep {
+    fn wait_for(&self, _sequence: i64) {
+        if !SLACK_SET.get() {
+            #[cfg(target_os = "linux")]
+            // SAFETY: PR_SET_TIMERSLACK only changes this thread's timer slack; the argument
+            // is a plain integer (nanoseconds) and no pointers are passed.
+            unsafe {
+                libc::prctl(libc::PR_SET_TIMERSLACK, 1_000 as libc::c_ulong, 0, 0, 0);
+            }
+            SLACK_SET.set(true);
+        }
+        std::thread::sleep(self.0);
+    }
+}
 
 /// Yields the CPU while idle.
 #[derive(Clone, Copy)]
@@ -119,17 +144,13 @@ static NEXT_PIPELINE_ID: std::sync::atomic::AtomicUsize = std::sync::atomic::Ato
 
 impl Pipeline {
     /// Starts the stage threads.
-    pub fn start<V, R>(
-        cfg: RingConfig,
-        stages: Stages<V, R>,
-        metrics: Arc<Metrics>,
-    ) -> Pipeline
+    pub fn start<V, R>(cfg: RingConfig, stages: Stages<V, R>, metrics: Arc<Metrics>) -> Pipeline
     where
         V: FnMut(&Slot, i64, bool) + Send + 'static,
         R: FnMut(&Slot, i64, bool) + Send + 'static,
     {
         let producer = match cfg.wait {
-            WaitKind::Sleep => install(&cfg, Sleep::new(Duration::from_micros(20)), stages),
+            WaitKind::Sleep => install(&cfg, PreciseSleep(Duration::from_micros(20)), stages),
             WaitKind::Yield => install(&cfg, Yield, stages),
             WaitKind::Spin => install(&cfg, BusySpinWithSpinLoopHint, stages),
         };

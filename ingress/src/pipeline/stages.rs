@@ -237,9 +237,17 @@ impl PublishStage {
                 .log_batch_size
                 .observe_raw(self.cmds.len() as u64);
             match result {
-                Ok(()) => self.acknowledge(&mut live),
+                Ok(()) => {
+                    self.metrics
+                        .log_ok_at_ms
+                        .store(self.metrics.now_ms(), Relaxed);
+                    self.acknowledge(&mut live)
+                }
                 Err(e) => {
                     self.metrics.log_errors.fetch_add(1, Relaxed);
+                    self.metrics
+                        .log_failed_at_ms
+                        .store(self.metrics.now_ms(), Relaxed);
                     tracing::error!(error = %e, batch = self.cmds.len(), "order log append failed; answering 503");
                     let msg = e.to_string();
                     for (d, cmd) in live.iter_mut().zip(self.cmds.iter()) {
