@@ -21,8 +21,7 @@ use crate::metrics::{counter, gauge};
 use crate::processor::EventSink;
 use crate::serve::{Backends, open_journal};
 
-/// Renders adapter metrics on scrape.
-pub type MetricSource = Box<dyn Fn(&mut String) + Send + Sync>;
+pub use crate::metrics::MetricSource;
 
 /// Makes a fresh handle on the query store for one request (run on a blocking thread).
 pub type StoreFactory = Arc<dyn Fn() -> Box<dyn OrderStore> + Send + Sync>;

@@ -182,6 +182,9 @@ impl Histogram {
     }
 }
 
+/// Renders extra series on scrape (adapter gauges and counters).
+pub type MetricSource = Box<dyn Fn(&mut String) + Send + Sync>;
+
 /// Pipeline stages (the `stage` label).
 pub const STAGES: [&str; 5] = ["validate", "idempotency", "risk", "publish", "process"];
 
@@ -215,7 +218,7 @@ pub struct Metrics {
     pub store_errors: AtomicU64,
     pub abandoned: AtomicU64,
     /// Extra text appended on scrape by adapters (Kafka, Redis, Mongo gauges).
-    pub extra: parking_lot::Mutex<Vec<Box<dyn Fn(&mut String) + Send + Sync>>>,
+    pub extra: parking_lot::Mutex<Vec<MetricSource>>,
 }
 
 impl Default for Metrics {

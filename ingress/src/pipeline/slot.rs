@@ -104,7 +104,9 @@ pub struct RawPlace {
     pub client_order_id: Option<Text<64>>,
 }
 
-/// The command a slot carries through the stages.
+/// The command a slot carries through the stages. Unboxed: it is written in place into a
+/// preallocated slot, so the size difference costs nothing and a box would cost an allocation.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Copy)]
 pub enum Work {
     Place {

@@ -194,10 +194,8 @@ impl PublishStage {
         if end_of_batch || self.pending.len() >= self.cfg.max_batch {
             self.flush();
         }
-        if end_of_batch {
-            if let Some(s) = self.batch_start.take() {
-                self.metrics.stage_latency[3].observe(s.elapsed());
-            }
+        if end_of_batch && let Some(s) = self.batch_start.take() {
+            self.metrics.stage_latency[3].observe(s.elapsed());
         }
     }
 
