@@ -237,6 +237,42 @@ async fn get_order_is_per_account() {
         .expect_error(400, "INVALID_ORDER_ID", "malformed id");
 }
 
+/// What a fast client does: act on the order the moment the 201 arrives. The acknowledged
+/// order must be there for GET, DELETE and PATCH at once, never a transient 404.
+#[tokio::test]
+async fn the_acknowledged_order_is_usable_at_once() {
+    let s = Server::start().await;
+    for i in 0..150 {
+        let price = format!("{}.00", 44000 + i);
+        let body = limit("BTC/USD", "BUY", "0.1", &price);
+        let o = s
+            .place("fast", &key("fast"), &body)
+            .await
+            .expect(201, "place");
+        let id = o.json["orderId"].as_str().unwrap();
+        match i % 3 {
+            0 => {
+                let g = s.order("fast", id).await.expect(200, "GET right after 201");
+                assert_eq!(g.json["orderId"], id);
+            }
+            1 => {
+                let c = s
+                    .cancel("fast", id)
+                    .await
+                    .expect(200, "DELETE right after 201");
+                assert_eq!(c.json["status"], "CANCELED");
+            }
+            _ => {
+                let a = s
+                    .amend("fast", id, &json!({"quantity":"0.05"}))
+                    .await
+                    .expect(200, "PATCH right after 201");
+                assert_eq!(a.json["quantity"], "0.0500");
+            }
+        }
+    }
+}
+
 #[tokio::test]
 async fn list_orders_newest_first_with_filters_and_cursor() {
     let s = Server::start().await;

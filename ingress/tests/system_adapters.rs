@@ -184,7 +184,40 @@ async fn ten_thousand_orders_through_kafka_redis_mongo() {
 
     // ---- the orders topic: exactly the acknowledged orders, in order per symbol
     let recs = read_topic_async(&s.brokers, &spec.topic("orders")).await;
-    assert_eq!(recs.len(), 10_000, "records in {}", spec.topic("orders"));
+    if recs.len() != 10_000 {
+        // Diagnose: which acknowledged orders are missing, and do they show up once more
+        // records are produced (a high watermark that lags one produce behind)?
+        let logged: HashSet<String> = decode_places(&recs)
+            .into_iter()
+            .map(|p| p.order_id)
+            .collect();
+        let missing: Vec<usize> = (0..resps.len())
+            .filter(|&i| !logged.contains(resps[i].order_id().unwrap()))
+            .collect();
+        let last_of_symbol: Vec<usize> = (0..3)
+            .map(|k| (0..10_000).rev().find(|i| i % 3 == k).unwrap())
+            .collect();
+        let extra = crossing_orders(3, &accts, &uniq("extra"));
+        let rx = place_all(&c, &node.base, &extra, 3, t0).await;
+        assert_all_created(&rx, &extra, "3 extra orders");
+        let again: HashSet<String> =
+            decode_places(&read_topic_async(&s.brokers, &spec.topic("orders")).await)
+                .into_iter()
+                .map(|p| p.order_id)
+                .collect();
+        let appeared = missing
+            .iter()
+            .filter(|&&i| again.contains(resps[i].order_id().unwrap()))
+            .count();
+        panic!(
+            "orders topic {} holds {} records for 10000 acknowledged orders; missing (send index): \
+             {missing:?} (last index per symbol {last_of_symbol:?}); after 3 more orders, {appeared} \
+             of them became readable ({} records now)",
+            spec.topic("orders"),
+            recs.len(),
+            again.len()
+        );
+    }
     let places = decode_places(&recs);
     let by_id: HashMap<&str, usize> = resps
         .iter()
@@ -200,13 +233,22 @@ async fn ten_thousand_orders_through_kafka_redis_mongo() {
         assert_eq!(p.account, orders[i].account, "account of {}", p.order_id);
         assert_eq!(p.idempotency_key.as_deref(), Some(orders[i].key.as_str()));
         let sym = orders[i].body["symbol"].as_str().unwrap();
-        assert_eq!(p.key.as_deref(), Some(sym), "record key = symbol for {}", p.order_id);
+        assert_eq!(
+            p.key.as_deref(),
+            Some(sym),
+            "record key = symbol for {}",
+            p.order_id
+        );
         per_symbol.entry(p.symbol).or_default().push(p);
     }
     assert_eq!(per_symbol.len(), 3, "three symbols in the log");
     for (sym, mut recs) in per_symbol {
         let parts: HashSet<i32> = recs.iter().map(|p| p.partition).collect();
-        assert_eq!(parts.len(), 1, "symbol {sym} spread over partitions {parts:?}");
+        assert_eq!(
+            parts.len(),
+            1,
+            "symbol {sym} spread over partitions {parts:?}"
+        );
         recs.sort_by_key(|p| p.offset);
         for w in recs.windows(2) {
             assert!(
@@ -219,8 +261,14 @@ async fn ten_thousand_orders_through_kafka_redis_mongo() {
             );
         }
         // Real-time order: an order acknowledged before another was sent precedes it.
-        let ack: Vec<Duration> = recs.iter().map(|p| resps[by_id[p.order_id.as_str()]].done).collect();
-        let sent: Vec<Duration> = recs.iter().map(|p| resps[by_id[p.order_id.as_str()]].sent).collect();
+        let ack: Vec<Duration> = recs
+            .iter()
+            .map(|p| resps[by_id[p.order_id.as_str()]].done)
+            .collect();
+        let sent: Vec<Duration> = recs
+            .iter()
+            .map(|p| resps[by_id[p.order_id.as_str()]].sent)
+            .collect();
         let mut suffix_min = Duration::MAX;
         for j in (0..recs.len()).rev() {
             assert!(
@@ -251,7 +299,10 @@ async fn ten_thousand_orders_through_kafka_redis_mongo() {
         .values()
         .filter(|o| o["status"] == "PARTIALLY_FILLED")
         .count();
-    assert!(filled > 1000, "crossing orders should fill: only {filled} FILLED");
+    assert!(
+        filled > 1000,
+        "crossing orders should fill: only {filled} FILLED"
+    );
     let execs = mongo_docs(&s.mongo_url, &spec.mongo_db, "executions").await;
     assert!(!execs.is_empty(), "MongoDB executions is empty");
     eprintln!(
@@ -291,12 +342,19 @@ async fn idempotent_retry_same_node_and_second_node() {
 
     let again = post_until_settled(&c, &a.base, &o, t0, limit).await;
     assert_eq!(again.status, 201, "retry to A: {}", again.text);
-    assert!(again.replayed, "retry to A carries Idempotent-Replayed: true");
+    assert!(
+        again.replayed,
+        "retry to A carries Idempotent-Replayed: true"
+    );
     assert_eq!(again.json, first.json, "retry to A: the stored body");
 
     let on_b = post_until_settled(&c, &b.base, &o, t0, limit).await;
     assert_eq!(on_b.status, 201, "retry to B: {}", on_b.text);
-    assert!(on_b.replayed, "B answers the retry as a replay: {}", on_b.text);
+    assert!(
+        on_b.replayed,
+        "B answers the retry as a replay: {}",
+        on_b.text
+    );
     assert_eq!(on_b.order_id(), Some(id.as_str()), "B: same orderId");
     assert_eq!(on_b.json, first.json, "B: the stored body");
 
@@ -314,7 +372,10 @@ async fn idempotent_retry_same_node_and_second_node() {
     assert_eq!(st, 200, "GET {id} on A: {v}");
     assert_eq!(v["idempotencyKey"], json!(o.key));
     let list = list_orders(&c, &a.base, &account).await;
-    let n = list.iter().filter(|x| x["idempotencyKey"] == json!(o.key)).count();
+    let n = list
+        .iter()
+        .filter(|x| x["idempotencyKey"] == json!(o.key))
+        .count();
     assert_eq!(n, 1, "orders with key {} on A: {list:?}", o.key);
 
     // The shared projection (both nodes write it) holds one document for the key.
@@ -345,7 +406,11 @@ async fn idempotent_retry_same_node_and_second_node() {
         .collect();
     assert_eq!(logged.len(), 1, "orders records for the key: {logged:?}");
     assert_eq!(logged[0].order_id, id);
-    assert_eq!(places.len(), 2, "the topic holds the order and B's new one: {places:?}");
+    assert_eq!(
+        places.len(),
+        2,
+        "the topic holds the order and B's new one: {places:?}"
+    );
     drop((a, b));
     drop_db(&s.mongo_url, &spec.mongo_db).await;
 }
@@ -366,7 +431,13 @@ async fn processor_restart_rebuilds_state_from_the_topic() {
     let before = snapshot_orders(&c, &node.base, &ids).await;
     let filled = before
         .values()
-        .filter(|o| o["filledQuantity"].as_str().and_then(|q| q.parse::<f64>().ok()).unwrap_or(0.0) > 0.0)
+        .filter(|o| {
+            o["filledQuantity"]
+                .as_str()
+                .and_then(|q| q.parse::<f64>().ok())
+                .unwrap_or(0.0)
+                > 0.0
+        })
         .count();
     assert!(filled > 0, "some orders should have traded");
     let mut views = BTreeMap::new();
@@ -383,7 +454,10 @@ async fn processor_restart_rebuilds_state_from_the_topic() {
         "some account should hold a position: {views:?}"
     );
 
-    assert!(node.terminate(Duration::from_secs(20)), "oms did not exit on SIGTERM within 20 s");
+    assert!(
+        node.terminate(Duration::from_secs(20)),
+        "oms did not exit on SIGTERM within 20 s"
+    );
     let t = Instant::now();
     let node = Node::start(&spec, &dir.path().join("second"), dir.path()).await;
     eprintln!(
@@ -433,12 +507,18 @@ struct KeyIds(HashMap<String, HashSet<String>>);
 impl KeyIds {
     fn add(&mut self, o: &OrderReq, r: &Resp) {
         if let Some(id) = r.order_id() {
-            self.0.entry(o.key.clone()).or_default().insert(id.to_owned());
+            self.0
+                .entry(o.key.clone())
+                .or_default()
+                .insert(id.to_owned());
         }
     }
     fn assert_unique(&self) {
         let dup: Vec<_> = self.0.iter().filter(|(_, v)| v.len() > 1).collect();
-        assert!(dup.is_empty(), "keys that produced more than one order: {dup:?}");
+        assert!(
+            dup.is_empty(),
+            "keys that produced more than one order: {dup:?}"
+        );
     }
 }
 
@@ -464,7 +544,10 @@ async fn redis_down_mid_run_no_failed_request_no_duplicate() {
     for (o, r) in phase_a.iter().zip(&ra) {
         seen.add(o, r);
     }
-    assert!(redis_dbsize(&redis.addr()) >= 200, "idempotency records in Redis");
+    assert!(
+        redis_dbsize(&redis.addr()) >= 200,
+        "idempotency records in Redis"
+    );
 
     // B: new orders interleaved with retries of earlier keys; Redis is killed mid-run.
     let mut traffic: Vec<OrderReq> = Vec::new();
@@ -493,9 +576,9 @@ async fn redis_down_mid_run_no_failed_request_no_duplicate() {
             })
             .collect();
         futures::stream::iter(futs)
-        .buffered(16)
-        .collect::<Vec<Resp>>()
-        .await
+            .buffered(16)
+            .collect::<Vec<Resp>>()
+            .await
     });
     while done.load(Ordering::Relaxed) < traffic.len() / 3 {
         tokio::time::sleep(Duration::from_millis(5)).await;
@@ -511,10 +594,11 @@ async fn redis_down_mid_run_no_failed_request_no_duplicate() {
         .collect();
     assert!(
         bad.is_empty(),
-        "phase B (Redis killed after {killed_at} of {} requests): {} non-2xx, e.g. {:?}",
+        "phase B (Redis killed after {killed_at} of {} requests): {} non-2xx, e.g. {:?}\nnode log:\n{}",
         traffic.len(),
         bad.len(),
-        &bad[..bad.len().min(5)]
+        &bad[..bad.len().min(5)],
+        node.log_tail(25)
     );
     for (o, r) in traffic.iter().zip(&rb) {
         seen.add(o, r);
@@ -572,21 +656,52 @@ async fn redis_down_mid_run_no_failed_request_no_duplicate() {
         "oms_redis_batches_total {batches_before} → {batches_after} after Redis came back"
     );
     let stored = redis_dbsize(&redis.addr());
-    assert!(stored >= phase_c.len() as i64, "Redis holds new records again: DBSIZE {stored}");
+    assert!(
+        stored >= phase_c.len() as i64,
+        "Redis holds new records again: DBSIZE {stored}"
+    );
 
     // No duplicate anywhere: one order per key in each account's list and in the log.
     let distinct: HashSet<&str> = all.iter().map(|o| o.key.as_str()).collect();
     let mut listed = 0;
     for a in &accts {
         let list = list_orders(&c, &node.base, a).await;
-        let keys: Vec<&str> = list.iter().filter_map(|o| o["idempotencyKey"].as_str()).collect();
+        let keys: Vec<&str> = list
+            .iter()
+            .filter_map(|o| o["idempotencyKey"].as_str())
+            .collect();
         let uniq_keys: HashSet<&str> = keys.iter().copied().collect();
         assert_eq!(keys.len(), uniq_keys.len(), "{a} lists a key twice");
         listed += keys.len();
     }
     assert_eq!(listed, distinct.len(), "orders listed vs distinct keys");
     let places = decode_places(&read_topic_async(&s.brokers, &spec.topic("orders")).await);
-    assert_eq!(places.len(), distinct.len(), "orders records vs distinct keys");
+    if places.len() != distinct.len() {
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let again = decode_places(&read_topic_async(&s.brokers, &spec.topic("orders")).await);
+        eprintln!(
+            "re-read after 3 s: {} records (first read {})",
+            again.len(),
+            places.len()
+        );
+    }
+    let logged: HashSet<&str> = places
+        .iter()
+        .filter_map(|p| p.idempotency_key.as_deref())
+        .collect();
+    let missing: Vec<String> = all
+        .iter()
+        .enumerate()
+        .filter(|(_, o)| !logged.contains(o.key.as_str()))
+        .map(|(i, o)| format!("#{i} {} ids {:?}", o.key, seen.0.get(&o.key)))
+        .collect();
+    assert!(
+        missing.is_empty() && places.len() == distinct.len(),
+        "orders topic: {} records for {} acknowledged keys; acknowledged but not logged: {missing:?}\nnode log:\n{}",
+        places.len(),
+        distinct.len(),
+        node.log_tail(25)
+    );
     eprintln!(
         "SYSTEM redis down: {} requests, Redis killed after {killed_at}; fallback={fallback} \
          redis_errors={errors}; batches {batches_before} → {batches_after}",
@@ -627,7 +742,10 @@ async fn mongo_down_then_back_projection_catches_up() {
         .collect();
     // Reads keep working from the processor's state.
     snapshot_orders(&c, &node.base, &ids).await;
-    let lag_down = metric(&metrics(&c, &node.base).await, "oms_mongo_projection_lag_events");
+    let lag_down = metric(
+        &metrics(&c, &node.base).await,
+        "oms_mongo_projection_lag_events",
+    );
     assert!(
         lag_down.is_some_and(|l| l > 0.0),
         "with MongoDB down the projection lag must show: {lag_down:?}"
@@ -761,7 +879,10 @@ async fn broker_down_gives_503_and_nothing_executes_later() {
         lists.insert(a.clone(), list_orders(&c, &node.base, a).await);
     }
     let leaked = listed_refused(&lists);
-    assert!(leaked.is_empty(), "refused (503) keys that executed anyway: {leaked:?}");
+    assert!(
+        leaked.is_empty(),
+        "refused (503) keys that executed anyway: {leaked:?}"
+    );
     let places = decode_places(&read_topic_async(&tansu.addr(), &spec.topic("orders")).await);
     let logged: Vec<&LoggedPlace> = places
         .iter()
@@ -771,7 +892,10 @@ async fn broker_down_gives_503_and_nothing_executes_later() {
                 .is_some_and(|k| refused_keys.contains(k))
         })
         .collect();
-    assert!(logged.is_empty(), "refused (503) orders in the orders topic: {logged:?}");
+    assert!(
+        logged.is_empty(),
+        "refused (503) orders in the orders topic: {logged:?}"
+    );
 
     // Retrying a refused key creates a new order, exactly one per key.
     let rr = place_all(&c, &node.base, &refused, 6, t0).await;
@@ -784,8 +908,15 @@ async fn broker_down_gives_503_and_nothing_executes_later() {
     for a in &accts {
         let list = list_orders(&c, &node.base, a).await;
         for o in refused.iter().filter(|o| &o.account == a) {
-            let n = list.iter().filter(|x| x["idempotencyKey"] == json!(o.key)).count();
-            assert_eq!(n, 1, "orders listed for refused key {} after its retry", o.key);
+            let n = list
+                .iter()
+                .filter(|x| x["idempotencyKey"] == json!(o.key))
+                .count();
+            assert_eq!(
+                n, 1,
+                "orders listed for refused key {} after its retry",
+                o.key
+            );
         }
     }
     let places = decode_places(&read_topic_async(&tansu.addr(), &spec.topic("orders")).await);

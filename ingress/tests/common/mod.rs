@@ -387,11 +387,15 @@ impl Server {
         .await
     }
 
-    /// Places an order that must be accepted; returns the order object.
+    /// Places an order that must be accepted and waits until `GET /api/orders/{id}` shows it
+    /// (so the book and the lists include it); returns the 201 body. Reads right after the
+    /// acknowledgement are tested on their own in `http_orders`.
     pub async fn place_ok(&self, account: &str, body: &Value) -> Value {
         let r = self.place(account, &key("ok"), body).await;
         assert_eq!(r.status, 201, "placing {body} for {account}: {}", r.text);
         assert_eq!(r.json["status"], "ACCEPTED", "{}", r.text);
+        let id = r.json["orderId"].as_str().expect("orderId");
+        self.wait_order(account, id, "visible", |_| true).await;
         r.json
     }
 

