@@ -126,6 +126,17 @@ fn main() {
             p(0.5),
             p(0.99)
         );
+        if batch == 512 {
+            let start = Instant::now();
+            let mut n = 0u64;
+            log.replay(&oms_core::ports::Checkpoint::start(), &mut |_| n += 1)
+                .expect("replay");
+            let el = start.elapsed();
+            println!(
+                "KafkaLog::replay (3 partitions, timestamp merge): {:>10.0} msg/s ({n} msgs in {el:.2?})",
+                n as f64 / el.as_secs_f64()
+            );
+        }
         // The same synchronous pattern with a raw FutureProducer: send the batch, await all.
         let raw_msgs: Vec<(String, Vec<u8>)> = (0..total).map(encoded).collect();
         let start = Instant::now();
