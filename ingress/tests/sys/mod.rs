@@ -770,7 +770,10 @@ pub fn read_topic(brokers: &str, topic: &str) -> Vec<Rec> {
         .find(|t| t.name() == topic)
         .map(|t| t.partitions().iter().map(|p| p.id()).collect())
         .unwrap_or_default();
-    assert!(!parts.is_empty(), "topic {topic} has no partitions (does it exist?)");
+    assert!(
+        !parts.is_empty(),
+        "topic {topic} has no partitions (does it exist?)"
+    );
     let mut high = HashMap::new();
     let mut tpl = TopicPartitionList::new();
     for &p in &parts {
@@ -778,7 +781,8 @@ pub fn read_topic(brokers: &str, topic: &str) -> Vec<Rec> {
             .fetch_watermarks(topic, p, Duration::from_secs(10))
             .unwrap_or_else(|e| panic!("watermarks of {topic}/{p}: {e}"));
         high.insert(p, hi);
-        tpl.add_partition_offset(topic, p, Offset::Offset(lo)).unwrap();
+        tpl.add_partition_offset(topic, p, Offset::Offset(lo))
+            .unwrap();
     }
     consumer.assign(&tpl).expect("assign");
     let mut out = Vec::new();
