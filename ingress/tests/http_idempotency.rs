@@ -55,7 +55,7 @@ async fn replay_mismatch_scope_and_header_spellings() {
         "different body",
     );
     assert_eq!(r.header("idempotent-replayed"), None);
-    let orders = s.all_orders("i-1", "").await;
+    let orders = s.orders_when("i-1", "", 1).await;
     assert_eq!(orders.len(), 1, "still one order");
     assert_eq!(orders[0]["orderId"], id);
     assert_eq!(orders[0]["quantity"], "0.1000");
@@ -117,7 +117,7 @@ async fn fifty_concurrent_requests_with_one_key_make_one_order() {
         );
     }
     assert_eq!(
-        s.all_orders("racer", "").await.len(),
+        s.orders_when("racer", "", 1).await.len(),
         1,
         "one order in the account"
     );
@@ -246,7 +246,7 @@ async fn log_unavailable_is_503_and_the_order_never_executes() {
         .await
         .expect(201, "reuse the key");
     assert_eq!(fresh.header("idempotent-replayed"), None);
-    assert_eq!(s.all_orders("stall", "").await.len(), 1);
+    assert_eq!(s.orders_when("stall", "", 1).await.len(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -102,7 +102,7 @@ async fn seed_walkthrough_place_replay_cross_fill_positions_margin() {
         "a replay answers the identical body"
     );
     assert_eq!(
-        s.all_orders("acct-1", "").await.len(),
+        s.orders_when("acct-1", "", 1).await.len(),
         1,
         "a replay creates nothing"
     );

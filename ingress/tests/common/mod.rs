@@ -501,6 +501,19 @@ impl Server {
         }
     }
 
+    /// [`Server::all_orders`], polled until it lists `n` orders (at most [`EVENTUALLY`]):
+    /// lists follow the processor, just behind the acknowledgement. Returns the last list.
+    pub async fn orders_when(&self, account: &str, query: &str, n: usize) -> Vec<Value> {
+        let deadline = Instant::now() + EVENTUALLY;
+        loop {
+            let list = self.all_orders(account, query).await;
+            if list.len() == n || Instant::now() > deadline {
+                return list;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// The signed position of `account` in `symbol` (0 when absent).
     pub async fn position(&self, account: &str, symbol: &str) -> f64 {
         let r = self
