@@ -807,11 +807,12 @@ pub fn read_topic(brokers: &str, topic: &str) -> Vec<Rec> {
                     payload: m.payload().unwrap_or_default().to_vec(),
                 });
             }
-            Some(Err(rdkafka::error::KafkaError::PartitionEOF(p))) => {
-                if next.get(&p).copied().unwrap_or(0) >= high[&p] {
-                    at_end.insert(p);
-                }
+            Some(Err(rdkafka::error::KafkaError::PartitionEOF(p)))
+                if next.get(&p).copied().unwrap_or(0) >= high[&p] =>
+            {
+                at_end.insert(p);
             }
+            Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => {}
             Some(Err(e)) => panic!("reading {topic}: {e}"),
             None => {}
         }
@@ -948,7 +949,7 @@ pub fn crossing_orders(n: usize, accounts: &[String], tag: &str) -> Vec<OrderReq
             x ^= x >> 7;
             x ^= x << 17;
             let (sym, refp, tick, qty) = SYMBOLS[i % 3];
-            let buy = (x >> 8) % 2 == 0;
+            let buy = (x >> 8).is_multiple_of(2);
             // offset in [-0.2 %, +0.2 %], biased towards crossing (buys high, sells low)
             let off = ((x >> 16) % 41) as f64 / 10_000.0 - 0.002 + if buy { 0.001 } else { -0.001 };
             let price = ((refp * (1.0 + off)) / tick).round() * tick;
