@@ -184,3 +184,97 @@ async fn unknown_field_oversized_body_and_routing() {
         .expect_error(405, "METHOD_NOT_ALLOWED", "405");
     assert!(r.header("allow").is_some(), "405 carries Allow");
 }
+
+/// Refused requests are logged at the default level (successes only at debug, to keep the
+/// hot path quiet), as JSON lines carrying the correlation id.
+#[tokio::test]
+async fn request_logs_carry_the_correlation_id() {
+    let s = Server::start().await;
+    s.send(
+        Method::POST,
+        "/api/orders",
+        Some("logs"),
+        &[("X-Correlation-Id", "trace-me-4711")],
+        Some(&seed_order()),
+    )
+    .await
+    .expect_error(400, "IDEMPOTENCY_KEY_MISSING", "no key");
+    let deadline = std::time::Instant::now() + EVENTUALLY;
+    while !s.log_text().contains("trace-me-4711") && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let log = s.log_text();
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("trace-me-4711"))
+        .collect();
+    assert!(
+        !lines.is_empty(),
+        "the refused request is logged with its correlation id:\n{log}"
+    );
+    for l in &lines {
+        let v: Value = serde_json::from_str(l)
+            .unwrap_or_else(|e| panic!("logs are JSON lines by default ({e}): {l}"));
+        assert!(l.contains("400"), "the line has the status: {v}");
+    }
+}
+
+#[test]
+fn serve_help_prints_every_default_and_env_var() {
+    let out = std::process::Command::new(bin())
+        .args(["serve", "--help"])
+        .output()
+        .expect("run oms serve --help");
+    assert!(out.status.success(), "oms serve --help exits 0");
+    let help = String::from_utf8_lossy(&out.stdout);
+    for needle in [
+        "--bind",
+        "127.0.0.1:8080",
+        "OMS_BIND",
+        "--data-dir",
+        "OMS_DATA_DIR",
+        "--fsync",
+        "--ack-timeout-ms",
+        "--max-open-orders",
+        "--instruments",
+        "--auth",
+    ] {
+        assert!(
+            help.contains(needle),
+            "`oms serve --help` lacks {needle}:\n{help}"
+        );
+    }
+    assert!(
+        !help.contains("test-stall-log-ms"),
+        "the test hook stays hidden from --help"
+    );
+}
+
+#[tokio::test]
+async fn limits_come_from_a_config_file_or_the_environment() {
+    let cfg = tempfile::Builder::new()
+        .suffix(".toml")
+        .tempfile()
+        .expect("config file");
+    std::fs::write(cfg.path(), "max_open_orders = 1\n").unwrap();
+    let path = cfg.path().to_str().unwrap().to_string();
+    let from_file = Server::start_with(&["--config", &path]).await;
+    let from_env = Server::start_with_env(&[], &[("OMS_MAX_OPEN_ORDERS", "1")]).await;
+    for s in [&from_file, &from_env] {
+        s.place_ok("cfg", &limit("BTC/USD", "BUY", "0.1", "44000.00"))
+            .await;
+        s.place(
+            "cfg",
+            &key("cfg"),
+            &limit("BTC/USD", "BUY", "0.1", "44001.00"),
+        )
+        .await
+        .expect_error(422, "TOO_MANY_OPEN_ORDERS", "a limit of one open order");
+    }
+    // Flags win over the file.
+    let both = Server::start_with(&["--config", &path, "--max-open-orders", "5"]).await;
+    both.place_ok("cfg", &limit("BTC/USD", "BUY", "0.1", "44000.00"))
+        .await;
+    both.place_ok("cfg", &limit("BTC/USD", "BUY", "0.1", "44001.00"))
+        .await;
+}

@@ -35,6 +35,7 @@ pub struct Server {
     pub base: String,
     dir: tempfile::TempDir,
     args: Vec<String>,
+    env: Vec<(String, String)>,
     pub client: Client,
 }
 
@@ -168,6 +169,11 @@ impl Server {
 
     /// Starts `oms serve` with extra flags.
     pub async fn start_with(extra: &[&str]) -> Server {
+        Self::start_with_env(extra, &[]).await
+    }
+
+    /// Starts `oms serve` with extra flags and `OMS_*` environment variables.
+    pub async fn start_with_env(extra: &[&str], env: &[(&str, &str)]) -> Server {
         let dir = tempfile::Builder::new()
             .prefix("oms-test-")
             .tempdir()
@@ -177,6 +183,10 @@ impl Server {
             base: String::new(),
             dir,
             args: extra.iter().map(|s| s.to_string()).collect(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             client: Client::builder()
                 .timeout(Duration::from_secs(30))
                 .pool_max_idle_per_host(64)
@@ -198,6 +208,11 @@ impl Server {
 
     fn log_path(&self) -> PathBuf {
         self.dir.path().join("server.log")
+    }
+
+    /// Everything the server printed so far (stdout and stderr).
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
     }
 
     /// The last lines the server printed (for failure messages).
@@ -232,6 +247,7 @@ impl Server {
             .arg("--data-dir")
             .arg(self.data_dir())
             .args(&self.args)
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log fd"))
             .stderr(log);
