@@ -257,7 +257,8 @@ fn bench_engine(c: &mut Criterion) {
                         out.clear();
                         e.apply(cmd, &mut out);
                     }
-                    black_box(e.order_count())
+                    black_box(e.order_count());
+                    (e, out) // dropped outside the timed region
                 },
                 BatchSize::PerIteration,
             )
@@ -266,5 +267,64 @@ fn bench_engine(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench_risk, bench_engine);
+/// CPU time of the calling thread in ns (`/proc/thread-self/schedstat`, Linux): on a shared,
+/// overloaded machine this is the figure that does not count time spent waiting for a core.
+fn thread_cpu_ns() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    s.split_whitespace().next()?.parse().ok()
+}
+
+/// With `OMS_BENCH_CPU=1`: the same measurements in thread CPU time, printed once.
+fn cpu_time_report(_: &mut Criterion) {
+    if std::env::var_os("OMS_BENCH_CPU").is_none() || thread_cpu_ns().is_none() {
+        return;
+    }
+    let t = InstrumentTable::demo();
+    let unchecked = stream(&t);
+    let replay = recorded(&t, &unchecked);
+    for (name, cmds) in [("unchecked", &unchecked), ("recorded", &replay)] {
+        let mut best = u64::MAX;
+        for _ in 0..10 {
+            let mut e = Engine::new(t.clone(), config());
+            let mut out = Vec::with_capacity(256);
+            let start = thread_cpu_ns().unwrap_or(0);
+            for cmd in cmds.iter() {
+                out.clear();
+                e.apply(cmd, &mut out);
+            }
+            best = best.min(thread_cpu_ns().unwrap_or(0) - start);
+            black_box(e.order_count());
+        }
+        let per = best as f64 / STREAM as f64;
+        println!(
+            "cpu-time engine/apply_mixed_{name}: {per:.0} ns/command, {:.0} commands/s (best of 10)",
+            1e9 / per
+        );
+    }
+    let accts = accounts();
+    let mut rng = Rng(42);
+    let mut r = RiskEngine::new(&t, risk_config());
+    let orders: Vec<(AccountId, ValidatedOrder)> = (0..4096)
+        .map(|_| {
+            let mut o = order(&t, &mut rng);
+            o.order_type = OrderType::Limit;
+            o.time_in_force = TimeInForce::Gtc;
+            o.price = Some(o.price.unwrap_or(t.get(o.symbol).reference_price));
+            (accts[rng.below(ACCOUNTS as u64) as usize], o)
+        })
+        .collect();
+    let n = 2_000_000u64;
+    let start = thread_cpu_ns().unwrap_or(0);
+    for i in 0..n {
+        let (a, o) = &orders[(i & 4095) as usize];
+        let id = OrderId(u128::from(i));
+        if r.check_place(a, id, o).is_ok() {
+            r.on_order_done(a, id);
+        }
+    }
+    let per = (thread_cpu_ns().unwrap_or(0) - start) as f64 / n as f64;
+    println!("cpu-time risk/check_place+on_order_done: {per:.0} ns/order");
+}
+
+criterion_group!(benches, cpu_time_report, bench_risk, bench_engine);
 criterion_main!(benches);
