@@ -314,3 +314,32 @@ async fn overload_is_503_with_retry_after_and_nothing_recorded() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_key_in_flight_is_409_then_replays() {
+    // Appends stall 800 ms (within the default ack timeout): the first request is in flight
+    // long enough for a retry with the same key to arrive.
+    let s = Server::start_with(&["--test-stall-log-ms", "800"]).await;
+    let seed = seed_order();
+    let first = s.place("inflight", "k-fly", &seed);
+    let retry = async {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        s.place("inflight", "k-fly", &seed_order()).await
+    };
+    let (first, retry) = tokio::join!(first, retry);
+    let first = first.expect(201, "the first request");
+    let retry = retry.expect_error(409, "IDEMPOTENCY_KEY_IN_USE", "same key while in flight");
+    let after = retry.header("retry-after").unwrap_or("");
+    assert!(
+        after.parse::<u64>().is_ok(),
+        "409 carries Retry-After seconds: {:?}",
+        retry.headers
+    );
+    let again = s
+        .place("inflight", "k-fly", &seed_order())
+        .await
+        .expect(201, "retry after the first finished");
+    assert_eq!(again.header("idempotent-replayed"), Some("true"));
+    assert_eq!(again.json, first.json);
+    assert_eq!(s.orders_when("inflight", "", 1).await.len(), 1);
+}
