@@ -371,6 +371,17 @@ fn tif_post_only_and_market_outcomes() {
 }
 
 #[test]
+fn duplicate_and_malformed_records_do_nothing() {
+    let mut b = Book::new();
+    b.limit(1, "a", Side::Buy, 1000, 4_400_000);
+    let before = b.e.state_hash();
+    assert!(b.limit(1, "a", Side::Buy, 1000, 4_400_000).is_empty());
+    assert!(b.limit(2, "a", Side::Buy, 0, 4_400_000).is_empty());
+    assert!(b.limit(3, "a", Side::Buy, 1000, -5).is_empty());
+    assert_eq!((b.e.order_count(), b.e.state_hash()), (1, before));
+}
+
+#[test]
 fn cancel_only_own_open_orders() {
     let mut b = Book::new();
     b.limit(1, "a", Side::Buy, 1000, 4_400_000);

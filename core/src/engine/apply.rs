@@ -13,7 +13,7 @@ use crate::command::{AmendOrder, CancelOrder, CorrelationId, PlaceOrder, RiskDec
 use crate::event::{Event, ExecutionReport, Liquidity, RiskEvent, Trade};
 use crate::ids::{AccountId, OrderId};
 use crate::num::{Price, Qty};
-use crate::order::{Order, OrderStatus};
+use crate::order::{Order, OrderStatus, OrderType};
 
 use super::Engine;
 
@@ -33,8 +33,15 @@ fn update(order: &Order, correlation_id: Option<CorrelationId>) -> Event {
 impl Engine {
     pub(super) fn place(&mut self, p: &PlaceOrder, out: &mut Vec<Event>) {
         let o = &p.order;
-        // A record seen twice (at-least-once delivery) or for an unknown symbol does nothing.
-        if self.orders.contains_key(&p.order_id) || self.instruments.try_get(o.symbol).is_none() {
+        // A record seen twice (at-least-once delivery), for an unknown symbol, or that stage 1
+        // could never have produced does nothing: the log is trusted only as far as it is sane.
+        let malformed = o.quantity.0 <= 0
+            || (o.order_type == OrderType::Limit) != o.price.is_some()
+            || o.price.is_some_and(|p| p.0 <= 0);
+        if malformed
+            || self.orders.contains_key(&p.order_id)
+            || self.instruments.try_get(o.symbol).is_none()
+        {
             return;
         }
         let mut order = Order {
