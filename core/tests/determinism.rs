@@ -3,6 +3,7 @@
 //! nothing; and a log whose risk decisions were recorded up front (as the ingress risk stage
 //! does, fed by the processor's events) replays to the same state.
 
+use oms_core::book::StpMode;
 use oms_core::ids::{IdGen, Uuid7Gen};
 use oms_core::ports::OrderQuery;
 use oms_core::{
@@ -548,5 +549,31 @@ fn the_random_log_exercises_every_outcome() {
             counts.get(k).copied().unwrap_or(0) > 0,
             "never saw {k}: {counts:?}"
         );
+    }
+}
+
+/// Every self-trade-prevention mode is deterministic and snapshot-transparent too.
+#[test]
+fn every_stp_mode_replays_identically() {
+    let table = InstrumentTable::demo();
+    let cmds = generate(&table, 0x57b, 20_000);
+    for stp in [
+        StpMode::CancelNewest,
+        StpMode::CancelOldest,
+        StpMode::CancelBoth,
+        StpMode::Off,
+    ] {
+        let cfg = || EngineConfig { stp, ..config() };
+        let mut a = Engine::new(table.clone(), cfg());
+        let mut ha = StreamHash::default();
+        run(&mut a, &cmds, &mut ha);
+        let (first, second) = cmds.split_at(cmds.len() / 3);
+        let mut b = Engine::new(table.clone(), cfg());
+        let mut hb = StreamHash::default();
+        run(&mut b, first, &mut hb);
+        let mut b = Engine::restore(table.clone(), cfg(), &b.snapshot()).unwrap();
+        run(&mut b, second, &mut hb);
+        assert_eq!(ha, hb, "{stp:?}");
+        assert_eq!(a.state_hash(), b.state_hash(), "{stp:?}");
     }
 }
