@@ -23,8 +23,136 @@ use crate::serve::{Backends, open_journal};
 
 pub use crate::metrics::MetricSource;
 
-/// Makes a fresh handle on the query store for one request (run on a blocking thread).
-pub type StoreFactory = Arc<dyn Fn() -> Box<dyn OrderStore> + Send + Sync>;
+/// The Redis store, connected lazily: if Redis is down when oms starts, oms starts anyway
+/// (the local index answers, counted as fallback) and a background thread keeps trying; the
+/// stage picks the connection up as soon as it exists.
+struct LazyRedis {
+    store: Option<RedisIdempotencyStore>,
+    rx: crossbeam_channel::Receiver<RedisIdempotencyStore>,
+    stats: Arc<std::sync::OnceLock<Arc<oms_redis::RedisStats>>>,
+}
+
+impl LazyRedis {
+    fn start(cfg: RedisConfig) -> Self {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        let stats: Arc<std::sync::OnceLock<Arc<oms_redis::RedisStats>>> = Arc::default();
+        let connect = {
+            let stats = Arc::clone(&stats);
+            move |cfg: &RedisConfig| match RedisIdempotencyStore::connect(cfg.clone()) {
+                Ok(s) => {
+                    let _ = stats.set(s.stats());
+                    Some(s)
+                }
+                Err(e) => {
+                    tracing::warn!(url = %cfg.url, error = %e, "Redis not reachable; using the local idempotency index until it is");
+                    None
+                }
+            }
+        };
+        let store = connect(&cfg);
+        if store.is_none() {
+            let _ = std::thread::Builder::new()
+                .name("oms-redis-connect".into())
+                .spawn(move || {
+                    loop {
+                        std::thread::sleep(Duration::from_secs(2));
+                        if let Some(s) = connect(&cfg) {
+                            tracing::info!(url = %cfg.url, "Redis connected");
+                            let _ = tx.send(s);
+                            return;
+                        }
+                    }
+                });
+        }
+        LazyRedis { store, rx, stats }
+    }
+
+    fn get(&mut self) -> Result<&mut RedisIdempotencyStore, StoreError> {
+        if self.store.is_none()
+            && let Ok(s) = self.rx.try_recv()
+        {
+            self.store = Some(s);
+        }
+        self.store
+            .as_mut()
+            .ok_or_else(|| StoreError::Unavailable("Redis not connected yet".into()))
+    }
+}
+
+impl oms_core::ports::IdempotencyStore for LazyRedis {
+    fn claim_batch(
+        &mut self,
+        claims: &[oms_core::ports::ClaimRequest],
+        now_ms: u64,
+        out: &mut Vec<oms_core::ports::Claim>,
+    ) -> Result<(), StoreError> {
+        self.get()?.claim_batch(claims, now_ms, out)
+    }
+
+    fn complete_batch(
+        &mut self,
+        done: &[oms_core::ports::Completion],
+        now_ms: u64,
+    ) -> Result<(), StoreError> {
+        self.get()?.complete_batch(done, now_ms)
+    }
+
+    fn release_batch(&mut self, keys: &[oms_core::ports::IdemKey]) -> Result<(), StoreError> {
+        self.get()?.release_batch(keys)
+    }
+}
+
+/// A job for the query-store workers.
+type StoreJob = Box<dyn FnOnce(&mut dyn OrderStore) + Send>;
+
+/// A few plain OS threads, each with its own handle on the query store. The store blocks on
+/// a runtime of its own and refuses to run on any tokio thread (blocking pool included), so
+/// HTTP tasks hand it jobs here and await the answer.
+pub struct StorePool {
+    tx: crossbeam_channel::Sender<StoreJob>,
+}
+
+impl StorePool {
+    pub fn new(threads: usize, make: impl Fn() -> Box<dyn OrderStore>) -> anyhow::Result<Self> {
+        let (tx, rx) = crossbeam_channel::bounded::<StoreJob>(1024);
+        for i in 0..threads.max(1) {
+            let rx = rx.clone();
+            let mut store = make();
+            std::thread::Builder::new()
+                .name(format!("oms-store-{i}"))
+                .spawn(move || {
+                    while let Ok(job) = rx.recv() {
+                        job(store.as_mut());
+                    }
+                })?;
+        }
+        Ok(StorePool { tx })
+    }
+
+    /// Runs `f` on a worker; 503 if the pool is saturated or the store does not answer.
+    pub async fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut dyn OrderStore) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, crate::http::error::ApiError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let job: StoreJob = Box::new(move |s| {
+            let _ = tx.send(f(s));
+        });
+        self.tx.try_send(job).map_err(|_| {
+            crate::http::error::ApiError::new(503, "OVERLOADED", "the order store is saturated")
+                .retry_after(1)
+        })?;
+        match tokio::time::timeout(Duration::from_secs(10), rx).await {
+            Ok(Ok(r)) => r.map_err(store_error),
+            _ => Err(crate::http::error::ApiError::new(
+                503,
+                "OVERLOADED",
+                "the order store did not answer in time",
+            )
+            .retry_after(1)),
+        }
+    }
+}
 
 /// The Kafka settings implied by the flags.
 pub fn kafka_config(args: &ServeArgs, brokers: &str) -> KafkaConfig {
@@ -119,7 +247,7 @@ fn background_probe(
 pub fn build(
     args: &ServeArgs,
     table: &InstrumentTable,
-) -> anyhow::Result<(Backends, Vec<MetricSource>, Option<StoreFactory>)> {
+) -> anyhow::Result<(Backends, Vec<MetricSource>, Option<Arc<StorePool>>)> {
     let mut metric_sources: Vec<MetricSource> = Vec::new();
     let mut sinks: Vec<Box<dyn EventSink>> = Vec::new();
     let mut ready_checks: Vec<crate::http::ReadyCheck> = Vec::new();
@@ -197,36 +325,48 @@ pub fn build(
     let shared_idempotency: Option<Box<dyn oms_core::ports::IdempotencyStore>> =
         match args.redis_url.as_deref() {
             Some(url) if !url.trim().is_empty() => {
-                let store = RedisIdempotencyStore::connect(RedisConfig::new(url))
-                    .with_context(|| format!("connecting to Redis at {url}"))?;
-                let stats = store.stats();
+                let lazy = LazyRedis::start(RedisConfig::new(url));
+                let stats = Arc::clone(&lazy.stats);
                 metric_sources.push(Box::new(move |o| {
+                    let (errors, timeouts, batches) = stats.get().map_or((0, 0, 0), |s| {
+                        (
+                            s.errors.load(Ordering::Relaxed),
+                            s.timeouts.load(Ordering::Relaxed),
+                            s.batches.load(Ordering::Relaxed),
+                        )
+                    });
+                    gauge(
+                        o,
+                        "oms_redis_connected",
+                        "1 once the Redis idempotency store has connected.",
+                        i64::from(stats.get().is_some()),
+                    );
                     counter(
                         o,
                         "oms_redis_errors_total",
                         "Failed Redis idempotency batches (fallback to the local index).",
-                        stats.errors.load(Ordering::Relaxed),
+                        errors,
                     );
                     counter(
                         o,
                         "oms_redis_timeouts_total",
                         "Redis batches over their time bound.",
-                        stats.timeouts.load(Ordering::Relaxed),
+                        timeouts,
                     );
                     counter(
                         o,
                         "oms_redis_batches_total",
                         "Pipelined Redis batches.",
-                        stats.batches.load(Ordering::Relaxed),
+                        batches,
                     );
                 }));
                 tracing::info!(url, "shared idempotency on Redis");
-                Some(Box::new(store))
+                Some(Box::new(lazy))
             }
             _ => None,
         };
 
-    let mut store_factory: Option<StoreFactory> = None;
+    let mut store_pool: Option<Arc<StorePool>> = None;
     if let Some(url) = args.mongo_url.as_deref().filter(|u| !u.trim().is_empty()) {
         let mut cfg = MongoConfig::new(url);
         cfg.db = args.mongo_db.clone();
@@ -236,7 +376,9 @@ pub fn build(
         let mstats = store.stats();
         if args.query_store == QueryStore::Mongo {
             let q = store.clone();
-            store_factory = Some(Arc::new(move || Box::new(q.clone()) as Box<dyn OrderStore>));
+            store_pool = Some(Arc::new(StorePool::new(4, move || {
+                Box::new(q.clone()) as Box<dyn OrderStore>
+            })?));
         }
         let (tx, rx) = std::sync::mpsc::channel::<Vec<Event>>();
         let mut projector = Projector::new(store, ProjectorConfig::default());
@@ -281,7 +423,7 @@ pub fn build(
             shared_idempotency,
         },
         metric_sources,
-        store_factory,
+        store_pool,
     ))
 }
 

@@ -100,55 +100,84 @@ pub trait EventSink: Send {
 /// A read query run on the processor thread.
 pub type Query = Box<dyn FnOnce(&Engine) + Send>;
 
+/// The processor's reusable buffers and outputs.
+struct Ctx {
+    feedback: Sender<Vec<Feedback>>,
+    sinks: Vec<Box<dyn EventSink>>,
+    metrics: Arc<Metrics>,
+    events: Vec<Event>,
+    all_events: Vec<Event>,
+    fb: Vec<Feedback>,
+}
+
+/// Applies one durable batch: engine, replies, risk feedback, sinks.
+fn apply_batch(engine: &mut Engine, batch: Vec<Durable>, ctx: &mut Ctx) {
+    let started = Instant::now();
+    for d in batch {
+        ctx.events.clear();
+        engine.apply(&d.cmd, &mut ctx.events);
+        ctx.metrics.processed_commands.fetch_add(1, Relaxed);
+        for e in &ctx.events {
+            match e {
+                Event::Execution(_) => {
+                    ctx.metrics.executions.fetch_add(1, Relaxed);
+                }
+                Event::Trade(_) => {
+                    ctx.metrics.trades.fetch_add(1, Relaxed);
+                }
+                _ => {}
+            }
+            if let Some(f) = Feedback::from_event(e) {
+                ctx.fb.push(f);
+            }
+        }
+        if let Some(t) = d.ticket {
+            t.reply(answer(engine, &d.cmd, &ctx.events));
+        }
+        if !ctx.sinks.is_empty() {
+            ctx.all_events.append(&mut ctx.events);
+        }
+    }
+    if !ctx.fb.is_empty() {
+        let _ = ctx.feedback.send(std::mem::take(&mut ctx.fb));
+    }
+    for s in ctx.sinks.iter_mut() {
+        s.publish(&ctx.all_events);
+    }
+    ctx.all_events.clear();
+    ctx.metrics.stage_latency[4].observe(started.elapsed());
+}
+
 /// Runs the processor loop until both channels close.
 pub fn run(
     mut engine: Engine,
     commands: Receiver<Vec<Durable>>,
     queries: Receiver<Query>,
     feedback: Sender<Vec<Feedback>>,
-    mut sinks: Vec<Box<dyn EventSink>>,
+    sinks: Vec<Box<dyn EventSink>>,
     metrics: Arc<Metrics>,
 ) {
-    let mut events = Vec::with_capacity(256);
-    let mut all_events = Vec::with_capacity(1024);
-    let mut fb = Vec::with_capacity(256);
+    let mut ctx = Ctx {
+        feedback,
+        sinks,
+        metrics,
+        events: Vec::with_capacity(256),
+        all_events: Vec::with_capacity(1024),
+        fb: Vec::with_capacity(256),
+    };
     loop {
         select! {
             recv(commands) -> batch => {
                 let Ok(batch) = batch else { break };
-                let started = Instant::now();
-                for d in batch {
-                    events.clear();
-                    engine.apply(&d.cmd, &mut events);
-                    metrics.processed_commands.fetch_add(1, Relaxed);
-                    for e in &events {
-                        match e {
-                            Event::Execution(_) => { metrics.executions.fetch_add(1, Relaxed); }
-                            Event::Trade(_) => { metrics.trades.fetch_add(1, Relaxed); }
-                            _ => {}
-                        }
-                        if let Some(f) = Feedback::from_event(e) {
-                            fb.push(f);
-                        }
-                    }
-                    if let Some(t) = d.ticket {
-                        t.reply(answer(&engine, &d.cmd, &events));
-                    }
-                    if !sinks.is_empty() {
-                        all_events.append(&mut events);
-                    }
-                }
-                if !fb.is_empty() {
-                    let _ = feedback.send(std::mem::take(&mut fb));
-                }
-                for s in sinks.iter_mut() {
-                    s.publish(&all_events);
-                }
-                all_events.clear();
-                metrics.stage_latency[4].observe(started.elapsed());
+                apply_batch(&mut engine, batch, &mut ctx);
             }
             recv(queries) -> q => {
                 let Ok(q) = q else { break };
+                // Reads see every command made durable before they were asked: apply what is
+                // queued first (read-your-writes after a 201).
+                while let Ok(batch) = commands.try_recv() {
+                    apply_batch(&mut engine, batch, &mut ctx);
+                }
                 q(&engine);
             }
         }

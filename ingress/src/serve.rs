@@ -177,7 +177,7 @@ pub async fn run(
     table: InstrumentTable,
     mut backends: Backends,
     metric_sources: Vec<crate::backends::MetricSource>,
-    order_store: Option<crate::backends::StoreFactory>,
+    order_store: Option<std::sync::Arc<crate::backends::StorePool>>,
 ) -> anyhow::Result<()> {
     let t0 = Instant::now();
     if args.auth == AuthMode::Off {

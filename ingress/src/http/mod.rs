@@ -55,7 +55,7 @@ pub struct App {
     /// Equity shown for accounts that have not traded yet (dev mode).
     pub default_equity: Option<oms_core::Money>,
     /// Set with `--query-store mongo`: GET order routes read the projection.
-    pub order_store: Option<crate::backends::StoreFactory>,
+    pub order_store: Option<std::sync::Arc<crate::backends::StorePool>>,
 }
 
 /// A successful answer: status, JSON body, and whether it is an idempotent replay.

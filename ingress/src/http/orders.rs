@@ -268,6 +268,7 @@ fn order_id_of(req: &Request<Incoming>) -> Result<OrderId, ApiError> {
 #[derive(Clone, Copy)]
 struct OrderFacts {
     symbol: SymbolId,
+    quantity: Qty,
     status: OrderStatus,
     order_type: OrderType,
     filled: Qty,
@@ -280,6 +281,7 @@ async fn facts(app: &Arc<App>, account: AccountId, id: OrderId) -> Result<OrderF
                 .filter(|o| o.account == account)
                 .map(|o| OrderFacts {
                     symbol: o.symbol,
+                    quantity: o.quantity,
                     status: o.status,
                     order_type: o.order_type,
                     filled: o.filled_quantity,
@@ -297,12 +299,12 @@ async fn facts(app: &Arc<App>, account: AccountId, id: OrderId) -> Result<OrderF
 pub async fn get(app: &Arc<App>, req: Request<Incoming>) -> Outcome {
     let account = app.account(&req).map_err(|e| (e, None))?;
     let id = order_id_of(&req).map_err(|e| (e, None))?;
-    if let Some(factory) = app.order_store.clone() {
+    if let Some(pool) = app.order_store.as_ref() {
         let table = Arc::clone(&app.table);
-        let found = tokio::task::spawn_blocking(move || factory().get_order(&account, id))
+        let found = pool
+            .run(move |s| s.get_order(&account, id))
             .await
-            .map_err(|e| (ApiError::internal(e.to_string()), None))?
-            .map_err(|e| (crate::backends::store_error(e), None))?;
+            .map_err(|e| (e, None))?;
         return match found {
             Some(o) => {
                 let mut s = String::with_capacity(640);
@@ -431,13 +433,13 @@ pub async fn list(app: &Arc<App>, req: Request<Incoming>) -> Outcome {
             }
         }
     }
-    if let Some(factory) = app.order_store.clone() {
+    if let Some(pool) = app.order_store.as_ref() {
         let table = Arc::clone(&app.table);
         let limit = q.limit;
-        let page = tokio::task::spawn_blocking(move || factory().list_orders(&q))
+        let page = pool
+            .run(move |s| s.list_orders(&q))
             .await
-            .map_err(|e| (ApiError::internal(e.to_string()), None))?
-            .map_err(|e| (crate::backends::store_error(e), None))?;
+            .map_err(|e| (e, None))?;
         let refs: Vec<&oms_core::Order> = page.iter().collect();
         return Ok(Answer::json(200, render_page(&table, &refs, limit)));
     }
@@ -555,7 +557,8 @@ pub async fn amend(app: &Arc<App>, req: Request<Incoming>, ctx: &Ctx) -> Outcome
             ));
         }
         Some(q) => q - f.filled,
-        None => Qty(-1),
+        // Price only: the remaining quantity is unchanged.
+        None => f.quantity - f.filled,
     };
     let corr = correlation(ctx);
     let cmd = AmendOrder {

@@ -269,6 +269,7 @@ impl PublishStage {
     /// cancels, amends and halts after applying them).
     fn acknowledge(&mut self, live: &mut [&mut SlotData]) {
         let mut durable = Vec::with_capacity(live.len());
+        let mut replies = Vec::with_capacity(live.len());
         for (d, cmd) in live.iter_mut().zip(self.cmds.iter()) {
             let ticket = d.ticket.take();
             match cmd {
@@ -292,12 +293,14 @@ impl PublishStage {
                         self.metrics.orders_accepted.fetch_add(1, Relaxed);
                     }
                     if let Some(t) = ticket {
-                        self.metrics.ack_latency.observe(t.started.elapsed());
-                        t.reply(Reply::Json {
-                            status,
-                            body,
-                            replayed: false,
-                        });
+                        replies.push((
+                            t,
+                            Reply::Json {
+                                status,
+                                body,
+                                replayed: false,
+                            },
+                        ));
                     }
                     durable.push(Durable {
                         cmd: *cmd,
@@ -307,7 +310,13 @@ impl PublishStage {
                 _ => durable.push(Durable { cmd: *cmd, ticket }),
             }
         }
+        // The processor gets the batch before any client hears back, and it applies queued
+        // commands before it answers a read: a GET or DELETE sent after a 201 sees the order.
         let _ = self.processor_tx.send(durable);
+        for (t, r) in replies {
+            self.metrics.ack_latency.observe(t.started.elapsed());
+            t.reply(r);
+        }
     }
 
     /// Gives back what earlier stages took for a command that will not be logged.
