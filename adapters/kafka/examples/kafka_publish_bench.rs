@@ -5,7 +5,8 @@
 //! (idempotent, acks=all, lz4, linger 0.5 ms), the same 3-partition topic layout, the same
 //! keys (symbol names) and the same payloads (encoded commands). `KafkaLog::append` is a
 //! synchronous group commit, so its rate depends on the batch size the ring hands it; the raw
-//! producer keeps every message in flight at once (its upper bound).
+//! producer keeps every message in flight at once (its upper bound). `BENCH_TXN=1` runs the
+//! order log in transactional mode.
 
 use std::time::{Duration, Instant};
 
@@ -105,7 +106,11 @@ fn main() {
     ] {
         let prefix = format!("bench-{stamp}-b{batch}.");
         create_topics(&brokers, &prefix, 3, 1, 1).expect("create topics");
-        let cfg = KafkaConfig::new(&brokers, &prefix);
+        let mut cfg = KafkaConfig::new(&brokers, &prefix);
+        if std::env::var("BENCH_TXN").as_deref() == Ok("1") {
+            // Transactional order log (one transaction per append).
+            cfg.transactional_id = Some(format!("{prefix}log"));
+        }
         let mut log = KafkaLog::new(&cfg, &table).expect("log");
         let cmds: Vec<Command> = (0..total).map(command).collect();
         log.append(&cmds[..batch]).expect("warm-up");

@@ -32,6 +32,12 @@ pub struct KafkaConfig {
     pub event_queue_capacity: usize,
     /// Consumer `session.timeout.ms` (tansu joins take about half of it: keep it short).
     pub session_timeout: Duration,
+    /// Order log only: write each `append` batch as one Kafka transaction with this
+    /// `transactional.id` (unique per publishing process, stable across its restarts). A
+    /// failed batch is then aborted — invisible to every `read_committed` reader — instead of
+    /// "possibly persisted" (docs/kafka.md, "Failure semantics"). Costs two round trips more
+    /// per batch. `None` (default): idempotent producer without transactions.
+    pub transactional_id: Option<String>,
     /// Extra librdkafka properties applied last (security, tuning).
     pub extra: Vec<(String, String)>,
 }
@@ -49,6 +55,7 @@ impl Default for KafkaConfig {
             stats_interval: Duration::from_secs(5),
             event_queue_capacity: 65_536,
             session_timeout: Duration::from_secs(6),
+            transactional_id: None,
             extra: Vec::new(),
         }
     }

@@ -135,7 +135,15 @@ pub struct KafkaLog {
     generation: usize,
     buf: Vec<u8>,
     rebuilds: u64,
+    /// Transactional mode: `init_transactions` done on the current producer.
+    txn_ready: bool,
+    /// Transactional mode: the producer must be replaced (and so the old epoch fenced)
+    /// before the next batch.
+    txn_poisoned: bool,
 }
+
+/// How long a transactional append may spend aborting after a failed commit.
+const ABORT_TIMEOUT: Duration = Duration::from_millis(500);
 
 fn build_producer(
     cfg: &KafkaConfig,
@@ -157,6 +165,12 @@ fn build_producer(
         // Never let a metadata request create the topic with a partition count we did
         // not choose; a missing topic is an error at start.
         .set("allow.auto.create.topics", "false");
+    if let Some(id) = &cfg.transactional_id {
+        c.set("transactional.id", id).set(
+            "transaction.timeout.ms",
+            (ack_ms * 5).max(10_000).to_string(),
+        );
+    }
     cfg.apply_extra(&mut c);
     let ctx = LogContext {
         stats: StatsContext {
@@ -191,6 +205,8 @@ impl KafkaLog {
             generation: 0,
             buf: Vec::with_capacity(256),
             rebuilds: 0,
+            txn_ready: false,
+            txn_poisoned: false,
         })
     }
 
@@ -198,16 +214,19 @@ impl KafkaLog {
     /// state) refuses every later record; replace it. Records the old one still held were
     /// already reported as failed (purged before the report).
     fn heal(&mut self) -> Result<(), LogError> {
-        let Some((code, reason)) = self.producer.client().fatal_error() else {
+        if let Some((code, reason)) = self.producer.client().fatal_error() {
+            tracing::warn!(target: "oms_kafka", ?code, reason, "order log producer fatal; recreating it");
+        } else if !self.txn_poisoned {
             return Ok(());
-        };
-        tracing::warn!(target: "oms_kafka", ?code, reason, "order log producer fatal; recreating it");
+        }
         let stats = self.ctx.stats.stats.clone();
         let (producer, ctx) =
             build_producer(&self.cfg, &stats).map_err(|e| LogError::Unavailable(e.to_string()))?;
         self.producer = producer;
         self.ctx = ctx;
         self.rebuilds += 1;
+        self.txn_ready = false;
+        self.txn_poisoned = false;
         Ok(())
     }
 
@@ -327,6 +346,56 @@ impl KafkaLog {
         }
     }
 
+    /// Transactional append: begin, produce, commit; on failure abort. Only a commit whose
+    /// outcome we could not learn (commit failed *and* abort failed) is `Timeout`; the
+    /// producer is then replaced so that the next `init_transactions` with the same
+    /// `transactional.id` fences the old epoch (the coordinator aborts its open transaction).
+    fn append_txn(&mut self, batch: &[Command], deadline: Instant) -> Result<(), LogError> {
+        let remaining = || deadline.saturating_duration_since(Instant::now());
+        let unavailable = |e: KafkaError| LogError::Unavailable(e.to_string());
+        if !self.txn_ready {
+            if let Err(e) = self.producer.init_transactions(remaining()) {
+                self.txn_poisoned = true;
+                return Err(unavailable(e));
+            }
+            self.txn_ready = true;
+        }
+        if let Err(e) = self.producer.begin_transaction() {
+            self.txn_poisoned = true;
+            return Err(unavailable(e));
+        }
+        self.generation = self.generation.wrapping_add(1) % (usize::MAX - 1);
+        *self.ctx.batch.lock() = Batch {
+            generation: self.generation,
+            expected: usize::MAX,
+            ..Batch::default()
+        };
+        let mut expected = 0;
+        let mut failure = None;
+        for cmd in batch {
+            if let Err(e) = self.send_one(cmd, deadline, &mut expected) {
+                failure = Some(e);
+                break;
+            }
+        }
+        if failure.is_none() {
+            match self.producer.commit_transaction(remaining()) {
+                Ok(()) => return Ok(()),
+                Err(e) => failure = Some(unavailable(e)),
+            }
+        }
+        let cause = failure.unwrap_or_else(|| LogError::Unavailable("commit failed".into()));
+        match self.producer.abort_transaction(ABORT_TIMEOUT) {
+            // Aborted: no read_committed reader will ever see these records.
+            Ok(()) => Err(cause),
+            Err(e) => {
+                tracing::warn!(target: "oms_kafka", error = %e, "order log: abort failed; outcome unknown");
+                self.txn_poisoned = true;
+                Err(LogError::Timeout(self.cfg.ack_timeout))
+            }
+        }
+    }
+
     /// [`OrderLog::replay`] that also reports each record's partition and offset.
     pub fn replay_records(
         &mut self,
@@ -344,6 +413,9 @@ impl OrderLog for KafkaLog {
         }
         let deadline = Instant::now() + self.cfg.ack_timeout;
         self.heal()?;
+        if self.cfg.transactional_id.is_some() {
+            return self.append_txn(batch, deadline);
+        }
         self.generation = self.generation.wrapping_add(1) % (usize::MAX - 1);
         *self.ctx.batch.lock() = Batch {
             generation: self.generation,

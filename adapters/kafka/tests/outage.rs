@@ -13,6 +13,15 @@ use oms_kafka::{KafkaConfig, KafkaLog, create_topics, wait_ready};
 
 #[test]
 fn append_fails_within_the_bound_while_the_broker_is_down_and_recovers() {
+    outage(false);
+}
+
+#[test]
+fn transactional_append_fails_within_the_bound_and_recovers() {
+    outage(true);
+}
+
+fn outage(transactional: bool) {
     if broker_or_skip().is_none() {
         return; // services unavailable and skipping allowed
     }
@@ -22,6 +31,9 @@ fn append_fails_within_the_bound_while_the_broker_is_down_and_recovers() {
     create_topics(&b, &p, 2, 1, 1).unwrap();
     let mut cfg = KafkaConfig::new(&b, &p);
     cfg.ack_timeout = Duration::from_millis(1000);
+    if transactional {
+        cfg.transactional_id = Some(format!("{p}log"));
+    }
     let mut log = KafkaLog::new(&cfg, &InstrumentTable::demo()).unwrap();
     log.append(&stream(1, 10)).expect("append while up");
 
@@ -34,7 +46,9 @@ fn append_fails_within_the_bound_while_the_broker_is_down_and_recovers() {
             .expect_err("append with the broker down");
         let took = start.elapsed();
         // The bound: ack_timeout plus the purge grace (200 ms) and some scheduling slack.
-        assert!(took < Duration::from_millis(1600), "append took {took:?}");
+        // Transactional: + the abort attempt (500 ms).
+        let bound = if transactional { 2_100 } else { 1_600 };
+        assert!(took < Duration::from_millis(bound), "append took {took:?}");
         // Nothing could reach a dead broker: the batch is known not to be in the log.
         assert!(
             matches!(err, LogError::Unavailable(_)),
