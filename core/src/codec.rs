@@ -9,7 +9,7 @@ use thiserror::Error;
 
 use crate::codes::RejectCode;
 use crate::command::{
-    AmendOrder, CancelOrder, Command, HaltScope, PlaceOrder, RiskDecision, SetHalt,
+    AmendOrder, CancelOrder, Command, HaltScope, PlaceOrder, RiskDecision, SetHalt, VoidOrder,
 };
 use crate::ids::{AccountId, OrderId, ShortStr, SymbolId};
 use crate::num::{Money, Price, Qty};
@@ -36,6 +36,7 @@ const PLACE: u8 = 1;
 const CANCEL: u8 = 2;
 const AMEND: u8 = 3;
 const HALT: u8 = 4;
+const VOID: u8 = 5;
 
 /// Appends the encoding of `cmd` to `out`.
 pub fn encode(cmd: &Command, out: &mut Vec<u8>) {
@@ -97,6 +98,13 @@ pub fn encode(cmd: &Command, out: &mut Vec<u8>) {
             }
             out.push(u8::from(h.halted));
             put_u64(out, h.ts);
+        }
+        Command::Void(v) => {
+            out.push(VOID);
+            put_u128(out, v.order_id.0);
+            put_str(out, v.account.as_str());
+            put_u16(out, v.symbol.0);
+            put_u64(out, v.ts);
         }
     }
 }
@@ -183,6 +191,12 @@ pub fn decode(buf: &[u8]) -> Result<Command, CodecError> {
                 ts: r.u64()?,
             })
         }
+        VOID => Command::Void(VoidOrder {
+            order_id: OrderId(r.u128()?),
+            account: r.account()?,
+            symbol: SymbolId(r.u16()?),
+            ts: r.u64()?,
+        }),
         _ => return Err(CodecError::Invalid("record kind")),
     };
     if r.pos != buf.len() {

@@ -82,6 +82,36 @@ pub struct SetHalt {
     pub ts: u64,
 }
 
+/// Voids a command whose append ended with an unknown outcome: the log may hold it although
+/// the client was answered 503. Replay skips every command whose `(order_id, ts)` is voided,
+/// so it never executes. `ts` is the voided command's timestamp (unique per node).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VoidOrder {
+    pub order_id: OrderId,
+    pub account: AccountId,
+    pub symbol: SymbolId,
+    pub ts: u64,
+}
+
+impl VoidOrder {
+    /// The void for a logged command (`None` for a halt, which is never voided).
+    pub fn of(cmd: &Command) -> Option<VoidOrder> {
+        Some(VoidOrder {
+            order_id: cmd.order_id()?,
+            account: *cmd.account()?,
+            symbol: cmd.symbol()?,
+            ts: cmd.ts(),
+        })
+    }
+
+    /// Whether `cmd` is the command this void cancels.
+    pub fn matches(&self, cmd: &Command) -> bool {
+        !matches!(cmd, Command::Void(_))
+            && cmd.order_id() == Some(self.order_id)
+            && cmd.ts() == self.ts
+    }
+}
+
 /// One record of the order log.
 ///
 /// Deliberately unboxed: commands live in preallocated ring slots and are copied in place, so
@@ -93,6 +123,7 @@ pub enum Command {
     Cancel(CancelOrder),
     Amend(AmendOrder),
     Halt(SetHalt),
+    Void(VoidOrder),
 }
 
 impl Command {
@@ -102,6 +133,7 @@ impl Command {
             Command::Cancel(c) => c.ts,
             Command::Amend(c) => c.ts,
             Command::Halt(c) => c.ts,
+            Command::Void(c) => c.ts,
         }
     }
 
@@ -114,6 +146,7 @@ impl Command {
                 HaltScope::Account(a) => Some(a),
                 HaltScope::Global => None,
             },
+            Command::Void(c) => Some(&c.account),
         }
     }
 
@@ -123,6 +156,7 @@ impl Command {
             Command::Place(c) => Some(c.order.symbol),
             Command::Cancel(c) => Some(c.symbol),
             Command::Amend(c) => Some(c.symbol),
+            Command::Void(c) => Some(c.symbol),
             Command::Halt(_) => None,
         }
     }
@@ -132,6 +166,7 @@ impl Command {
             Command::Place(c) => Some(c.order_id),
             Command::Cancel(c) => Some(c.order_id),
             Command::Amend(c) => Some(c.order_id),
+            Command::Void(c) => Some(c.order_id),
             Command::Halt(_) => None,
         }
     }

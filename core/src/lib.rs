@@ -28,6 +28,7 @@ pub mod validate;
 pub use codes::{RejectCode, ValidationCode};
 pub use command::{
     AmendOrder, CancelOrder, Command, CorrelationId, HaltScope, PlaceOrder, RiskDecision, SetHalt,
+    VoidOrder,
 };
 pub use engine::{Engine, EngineConfig, SnapshotError};
 pub use event::{Candle, CandleInterval, Event, ExecutionReport, Liquidity, RiskEvent, Trade};

@@ -223,7 +223,9 @@ fn answer(engine: &Engine, cmd: &Command, events: &[Event]) -> Reply {
                 replayed: false,
             }
         }
-        Command::Place(_) => Reply::Error(ApiError::internal("place answered by the processor")),
+        Command::Place(_) | Command::Void(_) => Reply::Error(ApiError::internal(
+            "this command is answered by the publish stage",
+        )),
     }
 }
 

@@ -105,8 +105,28 @@ pub fn recover(
     let mut idem = MemoryIdempotency::new();
     let mut events = Vec::with_capacity(64);
     let mut n = 0u64;
+    // Pass 1: commands voided after an unknown-outcome append (rare; a cheap scan).
+    let mut voided = std::collections::HashSet::new();
+    log.replay(&Checkpoint::start(), &mut |cmd: &Command| {
+        if let Command::Void(v) = cmd {
+            voided.insert((v.order_id, v.ts));
+        }
+    })
+    .context("scanning the order log")?;
+    if !voided.is_empty() {
+        tracing::warn!(
+            voided = voided.len(),
+            "the log holds voided commands; they are skipped"
+        );
+    }
     let checkpoint = log
         .replay(&Checkpoint::start(), &mut |cmd: &Command| {
+            if let Some(id) = cmd.order_id()
+                && !matches!(cmd, Command::Void(_))
+                && voided.contains(&(id, cmd.ts()))
+            {
+                return;
+            }
             events.clear();
             engine.apply(cmd, &mut events);
             if let Command::Place(p) = cmd
@@ -318,5 +338,92 @@ async fn shutdown_signal() {
     #[cfg(not(unix))]
     {
         let _ = ctrl_c.await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use oms_core::command::{PlaceOrder, RiskDecision};
+    use oms_core::ports::LogError;
+    use oms_core::{AccountId, IdempotencyKey, OrderId, OrderRequest, VoidOrder, validate};
+
+    use super::*;
+
+    struct VecLog(Vec<Command>);
+
+    impl OrderLog for VecLog {
+        fn append(&mut self, batch: &[Command]) -> Result<(), LogError> {
+            self.0.extend_from_slice(batch);
+            Ok(())
+        }
+        fn replay(
+            &mut self,
+            _: &Checkpoint,
+            visit: &mut dyn FnMut(&Command),
+        ) -> Result<Checkpoint, LogError> {
+            self.0.iter().for_each(visit);
+            Ok(Checkpoint::start())
+        }
+    }
+
+    fn place(table: &InstrumentTable, id: u128, key: &str, ts: u64) -> Command {
+        let order = validate(
+            table,
+            &OrderRequest {
+                symbol: "BTC/USD",
+                side: "BUY",
+                quantity: "0.1",
+                price: Some("45000"),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        Command::Place(PlaceOrder {
+            order_id: OrderId(id),
+            account: AccountId::new("a").unwrap(),
+            order,
+            ts,
+            idempotency_key: Some(IdempotencyKey::new(key).unwrap()),
+            fingerprint: 1,
+            correlation_id: None,
+            risk: RiskDecision::Unchecked,
+        })
+    }
+
+    #[test]
+    fn recovery_skips_voided_commands_and_keeps_the_rest() {
+        let table = InstrumentTable::demo();
+        let voided = place(&table, 1, "k1", 10);
+        let kept = place(&table, 2, "k2", 20);
+        let mut log = VecLog(vec![
+            voided,
+            kept,
+            Command::Void(VoidOrder::of(&voided).unwrap()),
+        ]);
+        let metrics = Metrics::default();
+        let (engine, mut idem, _) =
+            recover(&mut log, &table, EngineConfig::default(), &metrics).unwrap();
+        assert!(
+            engine.order(OrderId(1)).is_none(),
+            "a voided place must never execute"
+        );
+        assert!(engine.order(OrderId(2)).is_some());
+        let mut out = Vec::new();
+        let claim = |key: &str| oms_core::ports::ClaimRequest {
+            key: IdemKey {
+                account: AccountId::new("a").unwrap(),
+                key: IdempotencyKey::new(key).unwrap(),
+            },
+            fingerprint: 1,
+        };
+        use oms_core::ports::IdempotencyStore as _;
+        idem.claim_batch(&[claim("k1"), claim("k2")], 30, &mut out)
+            .unwrap();
+        assert_eq!(
+            out[0],
+            oms_core::ports::Claim::New,
+            "the voided key is free for a retry"
+        );
+        assert!(matches!(out[1], oms_core::ports::Claim::Replay(_)));
     }
 }

@@ -269,7 +269,7 @@ impl KafkaLog {
             Command::Place(p) => p.correlation_id,
             Command::Cancel(c) => c.correlation_id,
             Command::Amend(a) => a.correlation_id,
-            Command::Halt(_) => None,
+            Command::Halt(_) | Command::Void(_) => None,
         };
         let copies = targets.unwrap_or(1);
         for part in 0..copies {

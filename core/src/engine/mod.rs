@@ -96,6 +96,9 @@ impl Engine {
             Command::Cancel(c) => self.cancel(c, out),
             Command::Amend(a) => self.amend(a, out),
             Command::Halt(h) => self.risk.set_halt(&h.scope, h.halted),
+            // Replay drops voided places before they reach the engine (see `Command::Void`);
+            // the marker itself changes no state.
+            Command::Void(_) => {}
         }
     }
 

@@ -65,6 +65,12 @@ pub struct Text<const N: usize> {
     bytes: [u8; N],
 }
 
+impl<const N: usize> std::fmt::Debug for Text<N> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", self.as_str())
+    }
+}
+
 impl<const N: usize> Default for Text<N> {
     fn default() -> Self {
         Text {
@@ -92,7 +98,7 @@ impl<const N: usize> Text<N> {
 }
 
 /// A place request as text, validated by stage 1.
-#[derive(Clone, Copy, Default)]
+#[derive(Clone, Copy, Debug, Default)]
 pub struct RawPlace {
     pub symbol: Text<16>,
     pub side: Text<8>,

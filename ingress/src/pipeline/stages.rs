@@ -155,6 +155,8 @@ pub struct PublishStage {
     cfg: PublishConfig,
     pending: Vec<*const Slot>,
     cmds: Vec<Command>,
+    /// Commands whose append timed out (they may be in the log): voided before the next batch.
+    in_doubt: Vec<Command>,
     batch_start: Option<Instant>,
 }
 
@@ -183,6 +185,7 @@ impl PublishStage {
             cfg,
             pending: Vec::with_capacity(cap),
             cmds: Vec::with_capacity(cap),
+            in_doubt: Vec::new(),
             batch_start: None,
         }
     }
@@ -224,6 +227,9 @@ impl PublishStage {
             self.cmds.push(cmd);
             live.push(d);
         }
+        if !self.cmds.is_empty() && !self.in_doubt.is_empty() {
+            self.void_in_doubt();
+        }
         if !self.cmds.is_empty() {
             if !self.cfg.test_stall.is_zero() {
                 std::thread::sleep(self.cfg.test_stall);
@@ -247,6 +253,12 @@ impl PublishStage {
                         .log_failed_at_ms
                         .store(self.metrics.now_ms(), Relaxed);
                     tracing::error!(error = %e, batch = self.cmds.len(), "order log append failed; answering 503");
+                    if matches!(e, oms_core::ports::LogError::Timeout(_)) {
+                        // Unknown outcome: some of these may be in the log. Void them once the
+                        // log answers again, so a restart's replay never executes them.
+                        self.in_doubt
+                            .extend(self.cmds.iter().filter(|c| !matches!(c, Command::Halt(_))));
+                    }
                     let msg = e.to_string();
                     for (d, cmd) in live.iter_mut().zip(self.cmds.iter()) {
                         self.undo(d, cmd, &mut feedback);
@@ -319,6 +331,27 @@ impl PublishStage {
         }
     }
 
+    /// Appends a `Void` for every in-doubt command; keeps them for the next try on failure.
+    fn void_in_doubt(&mut self) {
+        let voids: Vec<Command> = self
+            .in_doubt
+            .iter()
+            .filter_map(|c| oms_core::VoidOrder::of(c).map(Command::Void))
+            .collect();
+        match self.log.append(&voids) {
+            Ok(()) => {
+                tracing::warn!(
+                    voided = voids.len(),
+                    "voided commands whose append had an unknown outcome"
+                );
+                self.in_doubt.clear();
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, pending = voids.len(), "could not void in-doubt commands yet")
+            }
+        }
+    }
+
     /// Gives back what earlier stages took for a command that will not be logged.
     fn undo(&self, d: &SlotData, cmd: &Command, feedback: &mut Vec<Feedback>) {
         if let Command::Place(p) = cmd {
@@ -346,5 +379,135 @@ fn command_of(d: &SlotData) -> Option<Command> {
         Work::Cancel(c) => Some(Command::Cancel(*c)),
         Work::Amend { cmd, .. } => Some(Command::Amend(*cmd)),
         Work::Halt(h) => Some(Command::Halt(*h)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicU8;
+
+    use oms_core::ports::{Checkpoint, LogError};
+    use oms_core::{AccountId, IdempotencyKey, Qty, ValidatedOrder};
+
+    use super::*;
+    use crate::pipeline::slot::{QUEUED, Ticket};
+
+    /// A log that fails its first append with an unknown outcome, then records everything.
+    struct FlakyLog {
+        fail_next: bool,
+        appended: Arc<parking_lot::Mutex<Vec<Command>>>,
+    }
+
+    impl OrderLog for FlakyLog {
+        fn append(&mut self, batch: &[Command]) -> Result<(), LogError> {
+            if std::mem::take(&mut self.fail_next) {
+                return Err(LogError::Timeout(Duration::from_millis(5)));
+            }
+            self.appended.lock().extend_from_slice(batch);
+            Ok(())
+        }
+        fn replay(
+            &mut self,
+            _: &Checkpoint,
+            _: &mut dyn FnMut(&Command),
+        ) -> Result<Checkpoint, LogError> {
+            Ok(Checkpoint::start())
+        }
+    }
+
+    fn place_slot(
+        table: &InstrumentTable,
+        id: u128,
+        ts: u64,
+    ) -> (Slot, tokio::sync::oneshot::Receiver<Reply>) {
+        let mut slot = Slot::new();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let account = AccountId::new("a").unwrap();
+        let order = validate(
+            table,
+            &OrderRequest {
+                symbol: "BTC/USD",
+                side: "BUY",
+                quantity: "0.1",
+                price: Some("45000"),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let d = slot.data_mut();
+        d.account = account;
+        d.work = Work::Place {
+            raw: Default::default(),
+            key: IdempotencyKey::new("k").unwrap(),
+            fingerprint: 1,
+            cmd: Some(PlaceOrder {
+                order_id: OrderId(id),
+                account,
+                order: ValidatedOrder {
+                    quantity: Qty(1000),
+                    ..order
+                },
+                ts,
+                idempotency_key: Some(IdempotencyKey::new("k").unwrap()),
+                fingerprint: 1,
+                correlation_id: None,
+                risk: RiskDecision::Accepted {
+                    reserved: oms_core::Money(1),
+                },
+            }),
+        };
+        d.ticket = Some(Ticket {
+            tx,
+            state: Arc::new(AtomicU8::new(QUEUED)),
+            started: Instant::now(),
+        });
+        (slot, rx)
+    }
+
+    #[test]
+    fn a_timed_out_batch_is_voided_before_the_next_one() {
+        let table = Arc::new(InstrumentTable::demo());
+        let appended = Arc::new(parking_lot::Mutex::new(Vec::new()));
+        let (idem_tx, _idem_rx) = crossbeam_channel::unbounded();
+        let (fb_tx, _fb_rx) = crossbeam_channel::unbounded();
+        let (proc_tx, proc_rx) = crossbeam_channel::unbounded();
+        let mut stage = PublishStage::new(
+            Box::new(FlakyLog {
+                fail_next: true,
+                appended: Arc::clone(&appended),
+            }),
+            Arc::clone(&table),
+            Arc::new(Metrics::default()),
+            idem_tx,
+            fb_tx,
+            proc_tx,
+            PublishConfig {
+                max_batch: 16,
+                test_stall: Duration::ZERO,
+            },
+        );
+        let (first, mut rx1) = place_slot(&table, 7, 100);
+        stage.handle(&first, 0, true);
+        let Ok(Reply::Error(e)) = rx1.try_recv() else {
+            panic!("the timed-out place must get an error")
+        };
+        assert_eq!((e.status, e.code), (503, "LOG_UNAVAILABLE"));
+        assert!(
+            proc_rx.try_recv().is_err(),
+            "a 503'd place must not reach the processor"
+        );
+
+        let (second, mut rx2) = place_slot(&table, 8, 200);
+        stage.handle(&second, 1, true);
+        assert!(matches!(
+            rx2.try_recv(),
+            Ok(Reply::Json { status: 201, .. })
+        ));
+        let log = appended.lock();
+        assert!(
+            matches!(log[0], Command::Void(v) if v.order_id == OrderId(7) && v.ts == 100),
+            "{log:?}"
+        );
+        assert!(matches!(log[1], Command::Place(p) if p.order_id == OrderId(8)));
     }
 }
