@@ -315,6 +315,19 @@ impl KafkaLog {
         Ok(())
     }
 
+    /// Waits until `expected` records of the current batch are reported (or the deadline);
+    /// true if all were acknowledged.
+    fn wait_acked(&self, expected: usize, deadline: Instant) -> bool {
+        let mut b = self.ctx.batch.lock();
+        b.expected = expected;
+        while b.reported() < expected {
+            if self.ctx.done.wait_until(&mut b, deadline).timed_out() {
+                break;
+            }
+        }
+        b.acked == expected
+    }
+
     /// Gives up on the current batch: purges what librdkafka still holds, waits briefly for
     /// the purge reports and classifies the batch.
     fn abandon(&mut self, cause: Option<LogError>) -> LogError {
@@ -378,6 +391,18 @@ impl KafkaLog {
                 break;
             }
         }
+        // Wait for the delivery reports ourselves first: rdkafka's `commit_transaction`
+        // flushes by polling in 100 ms steps, which would make every batch cost 100 ms.
+        if failure.is_none() && !self.wait_acked(expected, deadline) {
+            failure = Some(LogError::Unavailable(
+                self.ctx
+                    .batch
+                    .lock()
+                    .first_error
+                    .clone()
+                    .unwrap_or_else(|| "records not acknowledged in time".into()),
+            ));
+        }
         if failure.is_none() {
             match self.producer.commit_transaction(remaining()) {
                 Ok(()) => return Ok(()),
@@ -429,17 +454,9 @@ impl OrderLog for KafkaLog {
                 return Err(self.abandon(Some(e)));
             }
         }
-        let mut b = self.ctx.batch.lock();
-        b.expected = expected;
-        while b.reported() < expected {
-            if self.ctx.done.wait_until(&mut b, deadline).timed_out() {
-                break;
-            }
-        }
-        if b.acked == expected {
+        if self.wait_acked(expected, deadline) {
             return Ok(());
         }
-        drop(b);
         // Some record failed or is still unreported at the deadline.
         Err(self.abandon(None))
     }
