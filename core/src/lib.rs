@@ -23,6 +23,7 @@ pub mod num;
 pub mod order;
 pub mod ports;
 pub mod risk;
+pub mod time;
 pub mod validate;
 
 pub use codes::{RejectCode, ValidationCode};

@@ -28,36 +28,8 @@ pub struct EventMessage {
     pub correlation_id: Option<String>,
 }
 
-/// Formats nanoseconds since the epoch as RFC 3339 UTC with milliseconds
-/// (`2026-01-02T03:04:05.678Z`).
-pub fn rfc3339(ns: u64) -> String {
-    let secs = (ns / 1_000_000_000) as i64;
-    let ms = (ns / 1_000_000) % 1000;
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    let (y, m, d) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{ms:03}Z",
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60
-    )
-}
-
-/// Days since 1970-01-01 to (year, month, day) in the proleptic Gregorian calendar
-/// (H. Hinnant's algorithm).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (if m <= 2 { y + 1 } else { y }, m, d)
-}
+/// RFC 3339 UTC with microseconds, the same text the REST API shows.
+pub use oms_core::time::rfc3339;
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -315,24 +287,4 @@ pub fn event_json(event: &Event, table: &InstrumentTable) -> Option<EventMessage
             msg(EventTopic::OrderUpdates, account.as_str(), to_string(&body))
         }
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn rfc3339_matches_known_instants() {
-        assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
-        // 2026-03-01T12:34:56.789Z (after a non-leap February)
-        assert_eq!(
-            rfc3339(1_772_368_496_789_000_000),
-            "2026-03-01T12:34:56.789Z"
-        );
-        // 2024-02-29T23:59:59.999Z (leap day)
-        assert_eq!(
-            rfc3339(1_709_251_199_999_999_999),
-            "2024-02-29T23:59:59.999Z"
-        );
-    }
 }

@@ -193,7 +193,7 @@ fn events_land_on_their_topics_with_keys_json_and_headers() {
     assert_eq!(j["leavesQty"], "0.4000");
     assert_eq!(j["avgPx"], "45000.00");
     assert_eq!(j["liquidity"], "MAKER");
-    assert_eq!(j["timestamp"], "2026-03-01T12:34:56.789Z");
+    assert_eq!(j["timestamp"], "2026-03-01T12:34:56.789000Z");
     assert_eq!(ex[0].headers["schema-version"], "1");
     assert_eq!(ex[0].headers["content-type"], "application/json");
 
@@ -215,8 +215,8 @@ fn events_land_on_their_topics_with_keys_json_and_headers() {
     assert_eq!(o["status"], "PARTIALLY_FILLED");
     assert_eq!(o["filledQuantity"], "0.1000");
     assert_eq!(o["avgFillPrice"], "45000.00");
-    assert_eq!(o["createdAt"], "2026-03-01T12:34:56.789Z");
-    assert_eq!(o["updatedAt"], "2026-03-01T12:34:56.790Z");
+    assert_eq!(o["createdAt"], "2026-03-01T12:34:56.789000Z");
+    assert_eq!(o["updatedAt"], "2026-03-01T12:34:56.790000Z");
     assert_eq!(o["version"], 3);
     assert_eq!(o["idempotencyKey"], "k-1");
     assert_eq!(o["rejectReason"], Value::Null);
@@ -234,7 +234,7 @@ fn events_land_on_their_topics_with_keys_json_and_headers() {
     assert_eq!(pr[1].key, "SOL/USD");
     assert_eq!(pr[1].json["eventType"], "CANDLE");
     assert_eq!(pr[1].json["interval"], "1m");
-    assert_eq!(pr[1].json["openTime"], "2026-03-01T12:34:00.000Z");
+    assert_eq!(pr[1].json["openTime"], "2026-03-01T12:34:00.000000Z");
     assert_eq!(pr[1].json["close"], "100.100");
     assert_eq!(pr[1].json["volume"], "123.45");
     assert_eq!(pr[1].json["trades"], 4);
