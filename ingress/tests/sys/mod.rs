@@ -841,11 +841,15 @@ pub struct LoggedPlace {
     pub idempotency_key: Option<String>,
 }
 
-/// Decodes every record of an `orders` topic (panics on any non-decodable or non-place record).
+/// Decodes the places of an `orders` topic, as recovery sees them: `Void` records (written
+/// after an append with an unknown outcome) remove the place they void. Panics on any
+/// non-decodable record or any other command kind.
 pub fn decode_places(recs: &[Rec]) -> Vec<LoggedPlace> {
-    recs.iter()
-        .map(|r| match oms_core::codec::decode(&r.payload) {
-            Ok(oms_core::command::Command::Place(p)) => LoggedPlace {
+    let mut voided = std::collections::HashSet::new();
+    let mut places = Vec::new();
+    for r in recs {
+        match oms_core::codec::decode(&r.payload) {
+            Ok(oms_core::command::Command::Place(p)) => places.push(LoggedPlace {
                 partition: r.partition,
                 offset: r.offset,
                 key: r.key.clone(),
@@ -854,7 +858,10 @@ pub fn decode_places(recs: &[Rec]) -> Vec<LoggedPlace> {
                 symbol: p.order.symbol.0,
                 ts: p.ts,
                 idempotency_key: p.idempotency_key.as_ref().map(|k| k.as_str().to_owned()),
-            },
+            }),
+            Ok(oms_core::command::Command::Void(v)) => {
+                voided.insert((v.order_id.to_string(), v.ts));
+            }
             Ok(other) => panic!(
                 "unexpected command in the orders topic at {}/{}: {other:?}",
                 r.partition, r.offset
@@ -863,8 +870,10 @@ pub fn decode_places(recs: &[Rec]) -> Vec<LoggedPlace> {
                 "orders record {}/{} does not decode: {e:?}",
                 r.partition, r.offset
             ),
-        })
-        .collect()
+        }
+    }
+    places.retain(|p| !voided.contains(&(p.order_id.clone(), p.ts)));
+    places
 }
 
 /// Every document of `db.coll`, by `_id`.
