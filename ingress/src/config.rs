@@ -33,7 +33,9 @@ pub enum FsyncMode {
 /// How ring consumers wait when idle.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum WaitKind {
-    /// Sleep briefly (friendly to small machines; the default).
+    /// Park until woken by the previous stage (no idle CPU; the default).
+    Park,
+    /// Poll every 20 µs with a short sleep.
     Sleep,
     /// Yield the CPU (lower latency, burns idle CPU).
     Yield,
@@ -166,7 +168,7 @@ pub struct ServeArgs {
     pub max_batch: usize,
 
     /// How idle ring consumers wait.
-    #[arg(long, env = "OMS_WAIT_STRATEGY", value_enum, default_value = "sleep")]
+    #[arg(long, env = "OMS_WAIT_STRATEGY", value_enum, default_value = "park")]
     pub wait_strategy: WaitKind,
 
     /// Cores to pin the four ring stages and the processor to, e.g. `2,3,4,5,6`

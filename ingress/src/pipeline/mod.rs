@@ -56,6 +56,69 @@ impl WaitStrategy for PreciseSleep {
     }
 }
 
+/// Where each stage thread can be woken. Leaked once per pipeline so the (`Copy`) wait
+/// strategy can hold a `&'static` to it.
+pub struct Wakers {
+    threads: [std::sync::OnceLock<std::thread::Thread>; 4],
+}
+
+impl Wakers {
+    fn new() -> &'static Wakers {
+        Box::leak(Box::new(Wakers {
+            threads: Default::default(),
+        }))
+    }
+
+    /// Wakes stage `i` if it is parked (a cheap atomic swap when it is not).
+    pub fn wake(&self, i: usize) {
+        if let Some(t) = self.threads.get(i).and_then(|t| t.get()) {
+            t.unpark();
+        }
+    }
+}
+
+thread_local! {
+    static STAGE: std::cell::Cell<Option<usize>> = const { std::cell::Cell::new(None) };
+    static WORKED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Parks while idle and is woken by whoever made work for it: the HTTP task after
+/// publishing, and each stage for the next one. The default: no polling, so idle stages
+/// cost no CPU and no context switches, which matters on small machines.
+///
+/// The disruptor publishes a stage's cursor only after its handler returns, so a wake sent
+/// from the handler can arrive just before the work is visible. Each stage therefore wakes
+/// its successor twice: at the end of a batch (keeps a busy pipeline flowing) and again when
+/// it goes idle itself (its cursor is stored by then). A parked stage also re-checks every
+/// millisecond as a safety net.
+#[derive(Clone, Copy)]
+pub struct Park {
+    wakers: &'static Wakers,
+}
+
+impl WaitStrategy for Park {
+    fn wait_for(&self, _sequence: i64) {
+        let i = STAGE.get().unwrap_or_else(|| {
+            let i = match std::thread::current().name() {
+                Some("oms-validate") => 0,
+                Some("oms-idempotency") => 1,
+                Some("oms-risk") => 2,
+                Some("oms-publish") => 3,
+                _ => usize::MAX,
+            };
+            if let Some(slot) = self.wakers.threads.get(i) {
+                let _ = slot.set(std::thread::current());
+            }
+            STAGE.set(Some(i));
+            i
+        });
+        if WORKED.replace(false) {
+            self.wakers.wake(i.saturating_add(1));
+        }
+        std::thread::park_timeout(Duration::from_millis(1));
+    }
+}
+
 /// Yields the CPU while idle.
 #[derive(Clone, Copy)]
 pub struct Yield;
@@ -87,6 +150,7 @@ pub struct RingConfig {
 /// The HTTP side's handle on the ring.
 pub struct Pipeline {
     template: parking_lot::Mutex<RingProducer>,
+    wakers: &'static Wakers,
     id: usize,
     ack_timeout: Duration,
     ring_full_wait: Duration,
@@ -98,7 +162,30 @@ thread_local! {
     static PRODUCER: RefCell<Option<(usize, RingProducer)>> = const { RefCell::new(None) };
 }
 
-fn install<W, V, R>(cfg: &RingConfig, wait: W, s: Stages<V, R>) -> RingProducer
+/// Wraps a handler so that the end of each batch wakes the next stage.
+fn waking<H>(
+    mut h: H,
+    wakers: &'static Wakers,
+    next: usize,
+) -> impl FnMut(&Slot, i64, bool) + Send + 'static
+where
+    H: FnMut(&Slot, i64, bool) + Send + 'static,
+{
+    move |slot, seq, eob| {
+        h(slot, seq, eob);
+        if eob {
+            WORKED.set(true);
+            wakers.wake(next);
+        }
+    }
+}
+
+fn install<W, V, R>(
+    cfg: &RingConfig,
+    wait: W,
+    wakers: &'static Wakers,
+    s: Stages<V, R>,
+) -> RingProducer
 where
     W: WaitStrategy + 'static,
     V: FnMut(&Slot, i64, bool) + Send + 'static,
@@ -113,7 +200,7 @@ where
     };
     let b = b
         .thread_name("oms-validate")
-        .handle_events_with(s.validate)
+        .handle_events_with(waking(s.validate, wakers, 1))
         .and_then();
     let b = match cfg.pin.get(1).copied().flatten() {
         Some(c) => b.pin_at_core(c),
@@ -121,7 +208,11 @@ where
     };
     let b = b
         .thread_name("oms-idempotency")
-        .handle_events_with(move |slot: &Slot, seq: i64, eob: bool| idem.handle(slot, seq, eob))
+        .handle_events_with(waking(
+            move |slot: &Slot, seq: i64, eob: bool| idem.handle(slot, seq, eob),
+            wakers,
+            2,
+        ))
         .and_then();
     let b = match cfg.pin.get(2).copied().flatten() {
         Some(c) => b.pin_at_core(c),
@@ -129,7 +220,7 @@ where
     };
     let b = b
         .thread_name("oms-risk")
-        .handle_events_with(s.risk)
+        .handle_events_with(waking(s.risk, wakers, 3))
         .and_then();
     let b = match cfg.pin.get(3).copied().flatten() {
         Some(c) => b.pin_at_core(c),
@@ -149,13 +240,21 @@ impl Pipeline {
         V: FnMut(&Slot, i64, bool) + Send + 'static,
         R: FnMut(&Slot, i64, bool) + Send + 'static,
     {
+        let wakers = Wakers::new();
         let producer = match cfg.wait {
-            WaitKind::Sleep => install(&cfg, PreciseSleep(Duration::from_micros(20)), stages),
-            WaitKind::Yield => install(&cfg, Yield, stages),
-            WaitKind::Spin => install(&cfg, BusySpinWithSpinLoopHint, stages),
+            WaitKind::Park => install(&cfg, Park { wakers }, wakers, stages),
+            WaitKind::Sleep => install(
+                &cfg,
+                PreciseSleep(Duration::from_micros(20)),
+                wakers,
+                stages,
+            ),
+            WaitKind::Yield => install(&cfg, Yield, wakers, stages),
+            WaitKind::Spin => install(&cfg, BusySpinWithSpinLoopHint, wakers, stages),
         };
         Pipeline {
             template: parking_lot::Mutex::new(producer),
+            wakers,
             id: NEXT_PIPELINE_ID.fetch_add(1, Ordering::Relaxed),
             ack_timeout: cfg.ack_timeout,
             ring_full_wait: cfg.ring_full_wait,
@@ -199,7 +298,10 @@ impl Pipeline {
         let full_deadline = Instant::now() + self.ring_full_wait;
         loop {
             match self.try_publish(&mut fill) {
-                Ok(()) => break,
+                Ok(()) => {
+                    self.wakers.wake(0);
+                    break;
+                }
                 Err(RingBufferFull) => {
                     if Instant::now() >= full_deadline {
                         self.metrics.ring_full.fetch_add(1, Ordering::Relaxed);
