@@ -204,11 +204,11 @@ fn kafka_metrics(name: &'static str, s: StatsSnapshot, o: &mut String) {
         "Messages waiting in librdkafka's queue.",
         s.msg_cnt as i64,
     );
-    gauge(
+    let _ = writeln!(
         o,
-        &format!("oms_kafka_{name}_broker_rtt_microseconds"),
-        "Mean broker round-trip time.",
-        s.rtt_avg_us,
+        "# HELP oms_kafka_{name}_broker_rtt_seconds Mean broker round-trip time.\n\
+         # TYPE oms_kafka_{name}_broker_rtt_seconds gauge\noms_kafka_{name}_broker_rtt_seconds {}",
+        s.rtt_avg_us as f64 / 1e6
     );
     counter(
         o,

@@ -416,11 +416,11 @@ impl Metrics {
             "Commands replayed from the log at start.",
             self.replayed_commands.load(Relaxed),
         );
-        gauge(
-            &mut o,
-            "oms_replay_duration_milliseconds",
-            "Duration of the start-up replay.",
-            self.replay_millis.load(Relaxed) as i64,
+        let _ = write!(
+            o,
+            "# HELP oms_replay_duration_seconds Duration of the start-up replay of the order log.\n\
+             # TYPE oms_replay_duration_seconds gauge\noms_replay_duration_seconds {}\n",
+            self.replay_millis.load(Relaxed) as f64 / 1e3
         );
         counter(
             &mut o,

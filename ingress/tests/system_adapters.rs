@@ -943,9 +943,6 @@ async fn broker_down_gives_503_and_nothing_executes_later() {
 
 /// `--query-store mongo`: any node serves any node's orders from the projection.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug: with --query-store mongo every GET /api/orders/{id} and list answers 503 \
-            \"oms-mongo called from inside an async task\" (MongoOrderStore::block refuses \
-            tokio's spawn_blocking threads, which have a runtime handle)"]
 async fn mongo_query_store_serves_every_nodes_orders() {
     let Some(s) = services() else { return };
     let dir = tempfile::tempdir().unwrap();
