@@ -162,6 +162,32 @@ fn scan_segment<S: Storage>(
                 rewrite_header: true,
             });
         }
+        // The last segment's header is written together with its first batch and made durable
+        // by that batch's fsync; if it is damaged, nothing in the file was acknowledged — a crash
+        // tore the segment's creation (e.g. unsynced bytes lost or zero-filled). That is a torn
+        // tail, unless a valid record follows (then the damage is not a crash's doing).
+        if is_last {
+            let mut rest = vec![0u8; (len - HEADER_LEN) as usize];
+            let got = read_full(&mut file, HEADER_LEN, &mut rest)?;
+            rest.truncate(got);
+            if frame::find_valid_frame(&rest).is_none() {
+                return Ok(Scanned {
+                    segment: Segment {
+                        first,
+                        records: 0,
+                        bytes: HEADER_LEN,
+                    },
+                    file,
+                    torn: Some(TornTail {
+                        segment: name,
+                        at_byte: HEADER_LEN,
+                        bytes_dropped: len - HEADER_LEN,
+                        reason: "torn segment header (crash while creating the segment)",
+                    }),
+                    rewrite_header: true,
+                });
+            }
+        }
         return Err(LogError::Corrupt {
             location: location(&name, 0, first),
             reason,

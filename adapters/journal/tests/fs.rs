@@ -324,3 +324,57 @@ fn relaxed_fsync_policies_ack_and_sync_on_demand() {
     j.append(&[cmd(1)]).unwrap();
     assert_eq!(j.durable_offset(), 1);
 }
+
+/// Zeroes the first `n` bytes of a file (what a crash can leave of unsynced pages).
+fn zero_prefix(path: &Path, n: usize) {
+    let mut bytes = std::fs::read(path).unwrap();
+    let n = n.min(bytes.len());
+    bytes[..n].fill(0);
+    std::fs::write(path, bytes).unwrap();
+}
+
+#[test]
+fn torn_header_of_the_last_segment_is_a_torn_tail() {
+    // A crash while the journal rolled to a new segment: the new file exists, but its header
+    // and first batch never reached the disk intact. Nothing in it was acknowledged.
+    let dir = tempfile::tempdir().unwrap();
+    let kept;
+    {
+        let (mut j, _) = Journal::open(dir.path(), cfg(1024)).unwrap();
+        for i in 0..20 {
+            j.append(&cmds(i * 4..i * 4 + 4)).unwrap();
+        }
+        kept = j.segment_firsts();
+    }
+    let last = *kept.last().unwrap();
+    let p = seg_path(dir.path(), last);
+    std::fs::write(&p, vec![0u8; 300]).unwrap();
+    let (mut j, report) = Journal::open(dir.path(), cfg(1024)).unwrap();
+    let torn = report.torn_tail.expect("reported as a torn tail");
+    assert!(
+        torn.segment.ends_with(&segment_name(last)),
+        "{}",
+        torn.segment
+    );
+    let (all, next) = replay_all(&mut j, 0);
+    assert_eq!(all, cmds(0..last));
+    assert_eq!(next, checkpoint(last));
+    // The journal is usable again: appends continue at the same offset.
+    j.append(&cmds(last..last + 2)).unwrap();
+    drop(j);
+    let (mut j, _) = Journal::open(dir.path(), cfg(1024)).unwrap();
+    assert_eq!(replay_all(&mut j, 0).0, cmds(0..last + 2));
+}
+
+#[test]
+fn damaged_header_with_valid_records_after_it_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (mut j, _) = Journal::open(dir.path(), cfg(1 << 20)).unwrap();
+        j.append(&cmds(0..10)).unwrap();
+    }
+    let p = seg_path(dir.path(), 0);
+    zero_prefix(&p, HEADER_LEN as usize);
+    let err = Journal::open(dir.path(), cfg(1 << 20)).unwrap_err();
+    assert!(matches!(err, LogError::Corrupt { .. }), "{err}");
+}
