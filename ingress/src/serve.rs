@@ -246,6 +246,7 @@ pub async fn run(
         processor_tx,
         PublishConfig {
             max_batch: args.max_batch.max(1),
+            max_in_flight: args.log_in_flight.max(2),
             test_stall: Duration::from_millis(args.test_stall_log_ms),
         },
     );
@@ -254,6 +255,7 @@ pub async fn run(
         RingConfig {
             size: ring_size,
             wait: args.wait_strategy,
+            layout: args.stages,
             pin: pins.clone(),
             ack_timeout: Duration::from_millis(args.ack_timeout_ms),
             ring_full_wait: Duration::from_millis(args.ring_full_wait_ms),
