@@ -219,6 +219,16 @@ pub async fn run(
     let (processor_tx, processor_rx) = crossbeam_channel::unbounded();
     let (query_tx, query_rx) = crossbeam_channel::bounded(4096);
 
+    let (ws, ws_sink) = crate::ws::start(
+        args.ws.clone(),
+        Arc::clone(&table),
+        query_tx.clone(),
+        args.auth,
+        args.jwt_secret.as_ref().map(|s| s.as_bytes().to_vec()),
+        &metrics,
+    )?;
+    backends.sinks.push(Box::new(ws_sink));
+
     let pins = pin_plan(&args);
     let processor_pin = pins.get(4).copied().flatten();
     {
@@ -287,6 +297,7 @@ pub async fn run(
         correlation_seq: AtomicU64::new(0),
         default_equity,
         order_store,
+        ws,
     });
 
     let listener = TcpListener::bind(args.bind)
