@@ -231,6 +231,10 @@ pub struct ServeArgs {
     #[arg(long, env = "OMS_NODE_ID", default_value_t = 1)]
     pub node_id: u64,
 
+    /// WebSocket `/ws` limits.
+    #[command(flatten)]
+    pub ws: crate::ws::config::WsArgs,
+
     /// Test hook: every journal append sleeps this long first (failure tests).
     #[arg(long, env = "OMS_TEST_STALL_LOG_MS", default_value_t = 0, hide = true)]
     pub test_stall_log_ms: u64,

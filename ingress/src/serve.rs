@@ -150,10 +150,8 @@ pub fn recover(
         })
         .context("replaying the order log")?;
     let took = started.elapsed();
-    metrics.replayed_commands.store(n, Ordering::Relaxed);
-    metrics
-        .replay_millis
-        .store(took.as_millis() as u64, Ordering::Relaxed);
+    metrics.replayed_commands.inc_by(n);
+    metrics.replay_seconds.set(took.as_secs_f64());
     tracing::info!(
         commands = n,
         took_ms = took.as_millis() as u64,
@@ -220,6 +218,16 @@ pub async fn run(
     let (feedback_tx, feedback_rx) = crossbeam_channel::unbounded();
     let (processor_tx, processor_rx) = crossbeam_channel::unbounded();
     let (query_tx, query_rx) = crossbeam_channel::bounded(4096);
+
+    let (ws, ws_sink) = crate::ws::start(
+        args.ws.clone(),
+        Arc::clone(&table),
+        query_tx.clone(),
+        args.auth,
+        args.jwt_secret.as_ref().map(|s| s.as_bytes().to_vec()),
+        &metrics,
+    )?;
+    backends.sinks.push(Box::new(ws_sink));
 
     let pins = pin_plan(&args);
     let processor_pin = pins.get(4).copied().flatten();
@@ -291,6 +299,7 @@ pub async fn run(
         correlation_seq: AtomicU64::new(0),
         default_equity,
         order_store,
+        ws,
     });
 
     let listener = TcpListener::bind(args.bind)
@@ -313,7 +322,7 @@ pub async fn run(
     let _ = stop_tx.send(true);
     let _ = server.await;
     let deadline = Instant::now() + Duration::from_secs(5);
-    while metrics.ring_in_flight.load(Ordering::Relaxed) > 0 && Instant::now() < deadline {
+    while metrics.ring_in_flight.get() > 0 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     tracing::info!("stopped");

@@ -81,16 +81,12 @@ impl Acknowledger {
                 .log_append_latency
                 .observe(b.submitted.elapsed());
             self.metrics.log_batch_size.observe_raw(n as u64);
+            let health = self.metrics.log_health();
             match &result {
-                Ok(()) => self
-                    .metrics
-                    .log_ok_at_ms
-                    .store(self.metrics.now_ms(), Relaxed),
+                Ok(()) => health.ok_at_ms.store(self.metrics.now_ms(), Relaxed),
                 Err(_) => {
-                    self.metrics.log_errors.fetch_add(1, Relaxed);
-                    self.metrics
-                        .log_failed_at_ms
-                        .store(self.metrics.now_ms(), Relaxed);
+                    self.metrics.log_errors.inc();
+                    health.failed_at_ms.store(self.metrics.now_ms(), Relaxed);
                 }
             }
             if !b.voids.is_empty() {
@@ -139,7 +135,6 @@ impl Acknowledger {
         for x in entries.iter_mut() {
             undo(&self.idem_tx, &x.cmd, &mut feedback);
             if let Some(t) = x.ticket.take() {
-                self.metrics.reject("LOG_UNAVAILABLE");
                 t.reply(Reply::Error(ApiError::log_unavailable(&msg)));
             }
         }
@@ -173,7 +168,7 @@ impl Acknowledger {
                         }));
                     }
                     if status == 201 {
-                        self.metrics.orders_accepted.fetch_add(1, Relaxed);
+                        self.metrics.orders_accepted.inc();
                     }
                     if let Some(t) = ticket {
                         replies.push((

@@ -21,7 +21,7 @@ pub use self::risk::risk_stage;
 pub use self::validate::validate_stage;
 use super::slot::{Reply, SlotData};
 use crate::http::error::ApiError;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, Stage};
 
 /// Messages to the idempotency stage from later stages.
 pub enum IdemMsg {
@@ -29,9 +29,9 @@ pub enum IdemMsg {
     Release(IdemKey),
 }
 
-/// Answers a request with an error and takes its ticket, so later stages skip the slot.
-fn fail(d: &mut SlotData, metrics: &Metrics, e: ApiError) {
-    metrics.reject(e.code);
+/// Answers a request with an error and takes its ticket, so later stages skip the slot
+/// (counted in `oms_rejections_total` once, at the edge that sends it).
+fn fail(d: &mut SlotData, e: ApiError) {
     if let Some(t) = d.ticket.take() {
         t.reply(Reply::Error(e));
     }
@@ -43,10 +43,10 @@ struct BatchTimer {
 }
 
 impl BatchTimer {
-    fn tick(&mut self, end_of_batch: bool, metrics: &Metrics, stage: usize) {
+    fn tick(&mut self, end_of_batch: bool, metrics: &Metrics, stage: Stage) {
         let start = *self.start.get_or_insert_with(Instant::now);
         if end_of_batch {
-            metrics.stage_latency[stage].observe(start.elapsed());
+            metrics.stage(stage).observe(start.elapsed());
             self.start = None;
         }
     }

@@ -14,7 +14,6 @@
 //! and the next batch is as large as the load: under load fewer, larger appends.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
@@ -24,7 +23,7 @@ use oms_core::ports::{BatchId, IdemKey, LogError, OrderLog};
 
 use super::IdemMsg;
 use super::acknowledge::{Acknowledger, Entry, InFlight};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, Stage};
 use crate::pipeline::slot::{Slot, SlotData, Work};
 use crate::processor::{Durable, Feedback};
 
@@ -120,7 +119,7 @@ impl PublishStage {
             self.flush();
         }
         if end_of_batch && let Some(s) = self.batch_start.take() {
-            self.metrics.stage_latency[3].observe(s.elapsed());
+            self.metrics.stage(Stage::Publish).observe(s.elapsed());
         }
     }
 
@@ -132,7 +131,7 @@ impl PublishStage {
         let Some(cmd) = command_of(d) else { return };
         if !ticket.commit() {
             // The client already got a 503: this command must never execute.
-            self.metrics.abandoned.fetch_add(1, Relaxed);
+            self.metrics.abandoned.inc();
             let mut feedback = Vec::new();
             undo(&self.idem_tx, &cmd, &mut feedback);
             if !feedback.is_empty() {

@@ -12,7 +12,7 @@ use oms_core::command::RiskDecision;
 use oms_core::risk::RiskEngine;
 
 use super::BatchTimer;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, Stage};
 use crate::pipeline::slot::{Slot, Work};
 use crate::processor::Feedback;
 
@@ -36,10 +36,7 @@ pub fn risk_stage(
                 Work::Place { cmd: Some(cmd), .. } => {
                     cmd.risk = match risk.check_place(&cmd.account, cmd.order_id, &cmd.order) {
                         Ok(reserved) => RiskDecision::Accepted { reserved },
-                        Err(code) => {
-                            metrics.reject(code.as_str());
-                            RiskDecision::Rejected(code)
-                        }
+                        Err(code) => RiskDecision::Rejected(code),
                     };
                 }
                 Work::Amend { cmd, leaves } => {
@@ -53,6 +50,6 @@ pub fn risk_stage(
                 Work::Place { cmd: None, .. } | Work::Cancel(_) => {}
             }
         }
-        timer.tick(eob, &metrics, 2);
+        timer.tick(eob, &metrics, Stage::Risk);
     }
 }

@@ -10,7 +10,7 @@ use oms_core::command::{PlaceOrder, RiskDecision};
 use oms_core::{InstrumentTable, OrderId, OrderRequest, validate};
 
 use super::{BatchTimer, fail};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, Stage};
 use crate::pipeline::slot::{Slot, Work};
 
 /// Stage 1: pure validation against the instrument table.
@@ -53,9 +53,9 @@ pub fn validate_stage(
                         risk: RiskDecision::Unchecked,
                     })
                 }
-                Err(e) => fail(d, &metrics, e.into()),
+                Err(e) => fail(d, e.into()),
             }
         }
-        timer.tick(eob, &metrics, 0);
+        timer.tick(eob, &metrics, Stage::Validate);
     }
 }
