@@ -129,6 +129,8 @@ pub struct RiskEvent {
     pub symbol: SymbolId,
     pub code: RejectCode,
     pub ts: u64,
+    /// The correlation id of the request that was rejected.
+    pub correlation_id: Option<CorrelationId>,
 }
 
 /// Everything the processor emits.
@@ -150,5 +152,7 @@ pub enum Event {
         account: AccountId,
         code: RejectCode,
         ts: u64,
+        /// The correlation id of the cancel or amend request.
+        correlation_id: Option<CorrelationId>,
     },
 }

@@ -150,10 +150,8 @@ pub fn recover(
         })
         .context("replaying the order log")?;
     let took = started.elapsed();
-    metrics.replayed_commands.store(n, Ordering::Relaxed);
-    metrics
-        .replay_millis
-        .store(took.as_millis() as u64, Ordering::Relaxed);
+    metrics.replayed_commands.inc_by(n);
+    metrics.replay_seconds.set(took.as_secs_f64());
     tracing::info!(
         commands = n,
         took_ms = took.as_millis() as u64,
@@ -322,7 +320,7 @@ pub async fn run(
     let _ = stop_tx.send(true);
     let _ = server.await;
     let deadline = Instant::now() + Duration::from_secs(5);
-    while metrics.ring_in_flight.load(Ordering::Relaxed) > 0 && Instant::now() < deadline {
+    while metrics.ring_in_flight.get() > 0 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     tracing::info!("stopped");

@@ -5,6 +5,7 @@
 // to every rejected request for no gain.
 #![allow(clippy::result_large_err)]
 
+pub mod assets;
 pub mod auth;
 pub mod error;
 pub mod market;
@@ -245,6 +246,9 @@ fn route(method: &Method, path: &str) -> (Route, Result<(), ApiError>) {
 
 /// Handles one request end to end.
 pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    if let Some(page) = assets::serve(req.method(), req.uri().path(), req.headers()) {
+        return page;
+    }
     let ctx = Ctx {
         correlation_id: app.correlation_id(&req),
         started: Instant::now(),

@@ -304,15 +304,14 @@ impl Pipeline {
                 }
                 Err(RingBufferFull) => {
                     if Instant::now() >= full_deadline {
-                        self.metrics.ring_full.fetch_add(1, Ordering::Relaxed);
-                        self.metrics.reject("OVERLOADED");
+                        self.metrics.ring_full.inc();
                         return Reply::Error(ApiError::overloaded());
                     }
                     tokio::time::sleep(Duration::from_micros(200)).await;
                 }
             }
         }
-        self.metrics.ring_in_flight.fetch_add(1, Ordering::Relaxed);
+        self.metrics.ring_in_flight.inc();
         let reply = match tokio::time::timeout(self.ack_timeout, &mut rx).await {
             Ok(Ok(r)) => r,
             Ok(Err(_)) => Reply::Error(ApiError::internal("the pipeline dropped the request")),
@@ -321,7 +320,6 @@ impl Pipeline {
                     .compare_exchange(QUEUED, ABANDONED, Ordering::AcqRel, Ordering::Acquire)
                     .is_ok()
                 {
-                    self.metrics.reject("LOG_UNAVAILABLE");
                     Reply::Error(ApiError::log_unavailable(
                         "no acknowledgement within the bound",
                     ))
@@ -336,7 +334,7 @@ impl Pipeline {
                 }
             }
         };
-        self.metrics.ring_in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.metrics.ring_in_flight.dec();
         reply
     }
 }

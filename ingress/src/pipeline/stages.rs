@@ -19,7 +19,7 @@ use oms_core::{InstrumentTable, OrderId, OrderRequest, validate};
 use super::slot::{Reply, Slot, SlotData, Work};
 use crate::http::error::ApiError;
 use crate::http::render;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, Stage};
 use crate::processor::{Durable, Feedback};
 
 /// Messages to the idempotency stage from later stages.
@@ -28,8 +28,8 @@ pub enum IdemMsg {
     Release(IdemKey),
 }
 
-fn fail(d: &mut SlotData, metrics: &Metrics, e: ApiError) {
-    metrics.reject(e.code);
+/// Answers `e` (counted in `oms_rejections_total` once, at the edge that sends it).
+fn fail(d: &mut SlotData, e: ApiError) {
     if let Some(t) = d.ticket.take() {
         t.reply(Reply::Error(e));
     }
@@ -41,10 +41,10 @@ struct BatchTimer {
 }
 
 impl BatchTimer {
-    fn tick(&mut self, end_of_batch: bool, metrics: &Metrics, stage: usize) {
+    fn tick(&mut self, end_of_batch: bool, metrics: &Metrics, stage: Stage) {
         let start = *self.start.get_or_insert_with(Instant::now);
         if end_of_batch {
-            metrics.stage_latency[stage].observe(start.elapsed());
+            metrics.stage(stage).observe(start.elapsed());
             self.start = None;
         }
     }
@@ -90,10 +90,10 @@ pub fn validate_stage(
                         risk: RiskDecision::Unchecked,
                     })
                 }
-                Err(e) => fail(d, &metrics, e.into()),
+                Err(e) => fail(d, e.into()),
             }
         }
-        timer.tick(eob, &metrics, 0);
+        timer.tick(eob, &metrics, Stage::Validate);
     }
 }
 
@@ -117,10 +117,7 @@ pub fn risk_stage(
                 Work::Place { cmd: Some(cmd), .. } => {
                     cmd.risk = match risk.check_place(&cmd.account, cmd.order_id, &cmd.order) {
                         Ok(reserved) => RiskDecision::Accepted { reserved },
-                        Err(code) => {
-                            metrics.reject(code.as_str());
-                            RiskDecision::Rejected(code)
-                        }
+                        Err(code) => RiskDecision::Rejected(code),
                     };
                 }
                 Work::Amend { cmd, leaves } => {
@@ -134,7 +131,7 @@ pub fn risk_stage(
                 Work::Place { cmd: None, .. } | Work::Cancel(_) => {}
             }
         }
-        timer.tick(eob, &metrics, 2);
+        timer.tick(eob, &metrics, Stage::Risk);
     }
 }
 
@@ -198,7 +195,7 @@ impl PublishStage {
             self.flush();
         }
         if end_of_batch && let Some(s) = self.batch_start.take() {
-            self.metrics.stage_latency[3].observe(s.elapsed());
+            self.metrics.stage(Stage::Publish).observe(s.elapsed());
         }
     }
 
@@ -219,7 +216,7 @@ impl PublishStage {
             let Some(cmd) = command_of(d) else { continue };
             if !ticket.commit() {
                 // The client already got a 503: this command must never execute.
-                self.metrics.abandoned.fetch_add(1, Relaxed);
+                self.metrics.abandoned.inc();
                 self.undo(d, &cmd, &mut feedback);
                 d.ticket = None;
                 continue;
@@ -242,16 +239,14 @@ impl PublishStage {
                 .observe_raw(self.cmds.len() as u64);
             match result {
                 Ok(()) => {
-                    self.metrics
-                        .log_ok_at_ms
-                        .store(self.metrics.now_ms(), Relaxed);
+                    let health = self.metrics.log_health();
+                    health.ok_at_ms.store(self.metrics.now_ms(), Relaxed);
                     self.acknowledge(&mut live)
                 }
                 Err(e) => {
-                    self.metrics.log_errors.fetch_add(1, Relaxed);
-                    self.metrics
-                        .log_failed_at_ms
-                        .store(self.metrics.now_ms(), Relaxed);
+                    self.metrics.log_errors.inc();
+                    let health = self.metrics.log_health();
+                    health.failed_at_ms.store(self.metrics.now_ms(), Relaxed);
                     tracing::error!(error = %e, batch = self.cmds.len(), "order log append failed; answering 503");
                     if matches!(e, oms_core::ports::LogError::Timeout(_)) {
                         // Unknown outcome: some of these may be in the log. Void them once the
@@ -263,7 +258,6 @@ impl PublishStage {
                     for (d, cmd) in live.iter_mut().zip(self.cmds.iter()) {
                         self.undo(d, cmd, &mut feedback);
                         if let Some(t) = d.ticket.take() {
-                            self.metrics.reject("LOG_UNAVAILABLE");
                             t.reply(Reply::Error(ApiError::log_unavailable(&msg)));
                         }
                     }
@@ -302,7 +296,7 @@ impl PublishStage {
                         }));
                     }
                     if status == 201 {
-                        self.metrics.orders_accepted.fetch_add(1, Relaxed);
+                        self.metrics.orders_accepted.inc();
                     }
                     if let Some(t) = ticket {
                         replies.push((
