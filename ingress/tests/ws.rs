@@ -866,9 +866,8 @@ async fn a_client_that_stops_reading_is_closed_1008_and_orders_keep_being_acked(
     let mut killed = false;
     for round in 0..20 {
         let acked = random_flow(&s, 200, 4, 1000 + round).await;
-        assert_eq!(
+        assert!(
             acked > 100,
-            true,
             "orders must keep being acked (round {round}: {acked}/200)"
         );
         let m = s.get("/metrics", None).await.expect(200, "metrics").text;
