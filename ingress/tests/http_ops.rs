@@ -330,3 +330,65 @@ async fn limits_come_from_a_config_file_or_the_environment() {
     both.place_ok("cfg", &limit("BTC/USD", "BUY", "0.1", "44001.00"))
         .await;
 }
+
+#[tokio::test]
+async fn dashboard_is_served_at_the_root_with_cache_headers() {
+    let s = Server::start().await;
+    let index = s.get("/", None).await.expect(200, "GET /");
+    assert!(
+        index
+            .header("content-type")
+            .unwrap_or("")
+            .starts_with("text/html"),
+        "{:?}",
+        index.headers
+    );
+    assert_eq!(index.header("cache-control"), Some("no-cache"));
+    assert!(index.text.contains("<div id=\"root\">"), "{}", index.text);
+    let etag = index.header("etag").expect("ETag").to_owned();
+    let again = s
+        .send(Method::GET, "/", None, &[("If-None-Match", &etag)], None)
+        .await;
+    assert_eq!(again.status, 304, "a matching ETag revalidates");
+    let asset = |ext: &str| {
+        index
+            .text
+            .split('"')
+            .find(|p| p.starts_with("/assets/") && p.ends_with(ext))
+            .unwrap_or_else(|| panic!("index names a {ext} asset: {}", index.text))
+            .to_owned()
+    };
+    for (path, ct) in [
+        (asset(".js"), "text/javascript"),
+        (asset(".css"), "text/css"),
+    ] {
+        let r = s.get(&path, None).await.expect(200, &path);
+        assert!(
+            r.header("content-type").unwrap_or("").starts_with(ct),
+            "{path}: {:?}",
+            r.headers
+        );
+        assert_eq!(
+            r.header("cache-control"),
+            Some("public, max-age=31536000, immutable")
+        );
+        assert!(r.header("content-encoding").is_none());
+        let gz = s
+            .send(
+                Method::GET,
+                &path,
+                None,
+                &[("Accept-Encoding", "gzip")],
+                None,
+            )
+            .await
+            .expect(200, "gzip");
+        assert_eq!(gz.header("content-encoding"), Some("gzip"));
+        assert_eq!(gz.header("vary"), Some("Accept-Encoding"));
+    }
+    s.get("/assets/nope.js", None)
+        .await
+        .expect_error(404, "NOT_FOUND", "unknown asset");
+    // The API is untouched by the page's routes.
+    s.get("/api/symbols", None).await.expect(200, "symbols");
+}

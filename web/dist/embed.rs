@@ -3,6 +3,6 @@
 &[
     ("/index.html", "text/html; charset=utf-8", false, include_bytes!("index.html"), include_bytes!("index.html.gz")),
     ("/assets/app-4OWVB26L.css", "text/css; charset=utf-8", true, include_bytes!("assets/app-4OWVB26L.css"), include_bytes!("assets/app-4OWVB26L.css.gz")),
-    ("/assets/app-OG3DNFSA.js", "text/javascript; charset=utf-8", true, include_bytes!("assets/app-OG3DNFSA.js"), include_bytes!("assets/app-OG3DNFSA.js.gz")),
-    ("/assets/app-OG3DNFSA.js.LEGAL.txt", "text/plain; charset=utf-8", true, include_bytes!("assets/app-OG3DNFSA.js.LEGAL.txt"), include_bytes!("assets/app-OG3DNFSA.js.LEGAL.txt.gz")),
+    ("/assets/app-KHHVPLZC.js", "text/javascript; charset=utf-8", true, include_bytes!("assets/app-KHHVPLZC.js"), include_bytes!("assets/app-KHHVPLZC.js.gz")),
+    ("/assets/app-KHHVPLZC.js.LEGAL.txt", "text/plain; charset=utf-8", true, include_bytes!("assets/app-KHHVPLZC.js.LEGAL.txt"), include_bytes!("assets/app-KHHVPLZC.js.LEGAL.txt.gz")),
 ]

@@ -254,7 +254,8 @@ export class Feed {
       }
       case "trades": {
         const list = asList(data, "trades").map(toTrade);
-        if (m.type === "snapshot") store.setTrades(list);
+        // Snapshots and batches come oldest first; the tape shows the newest on top.
+        if (m.type === "snapshot") store.setTrades(list.reverse());
         else for (const t of list) store.addTrade(t);
         break;
       }

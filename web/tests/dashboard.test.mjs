@@ -123,8 +123,8 @@ describe("dashboard", () => {
     const s = await server();
     const { page, context } = await openDashboard(s, "alice");
     await placeInTicket(page, { side: "BUY", price: "43000.00", qty: "0.0100" });
-    await placeInTicket(page, { side: "SELL", price: "47000.00", qty: "0.0200" });
-    await placeInTicket(page, { side: "SELL", price: "47500.00", qty: "0.0300" });
+    await placeInTicket(page, { side: "SELL", price: "46500.00", qty: "0.0200" });
+    await placeInTicket(page, { side: "SELL", price: "46800.00", qty: "0.0300" });
     await eventually("three open orders", async () => (await openRows(page).count()) === 3);
     const row = openRows(page).filter({ hasText: "43000.00" });
     const id = await row.getAttribute("data-order-id");
