@@ -131,7 +131,7 @@ pub fn risk_stage(
                         };
                 }
                 Work::Halt(h) => risk.set_halt(&h.scope, h.halted),
-                Work::Place { cmd: None, .. } | Work::Cancel(_) => {}
+                Work::Place { cmd: None, .. } | Work::Cancel(_) | Work::CancelAll(_) => {}
             }
         }
         timer.tick(eob, &metrics, 2);
@@ -379,6 +379,7 @@ fn command_of(d: &SlotData) -> Option<Command> {
         Work::Cancel(c) => Some(Command::Cancel(*c)),
         Work::Amend { cmd, .. } => Some(Command::Amend(*cmd)),
         Work::Halt(h) => Some(Command::Halt(*h)),
+        Work::CancelAll(c) => Some(Command::CancelAll(*c)),
     }
 }
 
