@@ -310,6 +310,7 @@ impl StreamHash {
                     account,
                     code,
                     ts,
+                    ..
                 } => {
                     self.n(6);
                     self.n(order_id.0 as i128);

@@ -6,7 +6,8 @@ Subcommands (each exits 0 when everything passes, 1 on any finding, printing one
   manifests --k8s-version 1.32 FILE...   rendered multi-document YAML streams:
       * built-in kinds against the Kubernetes OpenAPI schema, strict (kubernetes-validate:
         unknown fields are errors, as `kubectl apply --validate=strict` would make them);
-      * custom resources (ServiceMonitor, KafkaTopic) against deploy/schemas/*.json;
+      * custom resources (ServiceMonitor, PrometheusRule, KafkaTopic) against
+        deploy/schemas/*.json;
       * oms policy: the properties deploy/README.md promises (Guaranteed QoS, probes, shutdown
         timeline, hardening, secrets only by reference, selectors that match).
   topics STRIMZI_FILE JOB_FILE           the two topic definitions agree.
@@ -31,6 +32,7 @@ from kubernetes_validate import utils as kv
 SCHEMAS = pathlib.Path(__file__).resolve().parent.parent / "schemas"
 CUSTOM = {
     ("monitoring.coreos.com/v1", "ServiceMonitor"): "servicemonitor.schema.json",
+    ("monitoring.coreos.com/v1", "PrometheusRule"): "prometheusrule.schema.json",
     ("kafka.strimzi.io/v1beta2", "KafkaTopic"): "kafkatopic.schema.json",
 }
 # Settings whose values carry credentials or topology that belongs in a Secret.

@@ -4,7 +4,6 @@
 //! Everything here is constructed on the main thread before the async runtime starts,
 //! because the adapters block on runtimes of their own and refuse an async context.
 
-use std::fmt::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -13,11 +12,10 @@ use anyhow::Context as _;
 use oms_core::ports::{OrderStore, StoreError};
 use oms_core::{Event, InstrumentTable};
 use oms_kafka::{EventPublisher, KafkaConfig, KafkaLog, StatsSnapshot};
-use oms_mongo::{MongoConfig, MongoOrderStore, Projector, ProjectorConfig};
+use oms_mongo::{MongoConfig, MongoOrderStore, Projector, ProjectorConfig, ProjectorSender};
 use oms_redis::{RedisConfig, RedisIdempotencyStore};
 
 use crate::config::{LogKind, QueryStore, ServeArgs};
-use crate::metrics::{counter, gauge};
 use crate::processor::EventSink;
 use crate::serve::{Backends, open_journal};
 
@@ -170,7 +168,9 @@ impl EventSink for KafkaSink {
     }
 }
 
-struct MongoSink(std::sync::mpsc::Sender<Vec<Event>>);
+/// Feeds the projector through a counting sender, so its lag includes the events still
+/// queued in the channel (all of them while MongoDB is down), not only the batch in hand.
+struct MongoSink(ProjectorSender<Vec<Event>>);
 
 impl EventSink for MongoSink {
     fn publish(&mut self, events: &[Event]) {
@@ -188,40 +188,107 @@ impl EventSink for MongoSink {
     }
 }
 
-fn kafka_metrics(name: &'static str, s: StatsSnapshot, o: &mut String) {
-    let _ = writeln!(
-        o,
-        "# HELP oms_kafka_{name}_tx_messages Messages sent by the {name} producer."
-    );
-    let _ = writeln!(
-        o,
-        "# TYPE oms_kafka_{name}_tx_messages gauge\noms_kafka_{name}_tx_messages {}",
-        s.txmsgs
-    );
-    gauge(
-        o,
-        &format!("oms_kafka_{name}_queue_messages"),
-        "Messages waiting in librdkafka's queue.",
-        s.msg_cnt as i64,
-    );
-    let _ = writeln!(
-        o,
-        "# HELP oms_kafka_{name}_broker_rtt_seconds Mean broker round-trip time.\n\
-         # TYPE oms_kafka_{name}_broker_rtt_seconds gauge\noms_kafka_{name}_broker_rtt_seconds {}",
-        s.rtt_avg_us as f64 / 1e6
-    );
-    counter(
-        o,
-        &format!("oms_kafka_{name}_tx_errors_total"),
-        "Broker transmission errors.",
-        s.tx_errors,
-    );
-    counter(
-        o,
-        &format!("oms_kafka_{name}_errors_total"),
-        "Client errors reported by librdkafka.",
-        s.errors,
-    );
+/// The statistics of one librdkafka client (`name` = `orders` or `events`), read on scrape.
+fn kafka_metrics(name: &str, stats: Arc<oms_kafka::KafkaStats>) -> Vec<MetricSource> {
+    let read = move |f: fn(&StatsSnapshot) -> f64| {
+        let stats = Arc::clone(&stats);
+        move || f(&stats.snapshot())
+    };
+    vec![
+        MetricSource::gauge(
+            format!("oms_kafka_{name}_tx_messages"),
+            format!("Messages sent by the {name} producer"),
+            read(|s| s.txmsgs as f64),
+        ),
+        MetricSource::gauge(
+            format!("oms_kafka_{name}_queue_messages"),
+            "Messages waiting in librdkafka's queue",
+            read(|s| s.msg_cnt as f64),
+        ),
+        MetricSource::gauge(
+            format!("oms_kafka_{name}_broker_rtt_seconds"),
+            "Mean broker round-trip time",
+            read(|s| s.rtt_avg_us as f64 / 1e6),
+        ),
+        MetricSource::counter(
+            format!("oms_kafka_{name}_tx_errors"),
+            "Broker transmission errors",
+            {
+                let r = read(|s| s.tx_errors as f64);
+                move || r() as u64
+            },
+        ),
+        MetricSource::counter(
+            format!("oms_kafka_{name}_errors"),
+            "Client errors reported by librdkafka",
+            {
+                let r = read(|s| s.errors as f64);
+                move || r() as u64
+            },
+        ),
+    ]
+}
+
+/// Counters of the Redis idempotency store (all 0 until it first connects).
+fn redis_metrics(
+    stats: &Arc<std::sync::OnceLock<Arc<oms_redis::RedisStats>>>,
+) -> Vec<MetricSource> {
+    let read = |f: fn(&oms_redis::RedisStats) -> u64| {
+        let stats = Arc::clone(stats);
+        move || stats.get().map_or(0, |s| f(s))
+    };
+    vec![
+        MetricSource::gauge(
+            "oms_redis_connected",
+            "1 while Redis answers the health probe (PING every 500 ms), else 0",
+            {
+                let r = read(|s| u64::from(s.connected.load(Ordering::Relaxed)));
+                move || r() as f64
+            },
+        ),
+        MetricSource::counter(
+            "oms_redis_errors",
+            "Failed Redis idempotency batches (fallback to the local index)",
+            read(|s| s.errors.load(Ordering::Relaxed)),
+        ),
+        MetricSource::counter(
+            "oms_redis_timeouts",
+            "Redis batches over their time bound",
+            read(|s| s.timeouts.load(Ordering::Relaxed)),
+        ),
+        MetricSource::counter(
+            "oms_redis_batches",
+            "Pipelined Redis batches",
+            read(|s| s.batches.load(Ordering::Relaxed)),
+        ),
+        MetricSource::counter(
+            "oms_redis_writeback",
+            "Completed idempotency records written back to Redis after it was down or slow",
+            read(|s| s.written_back.load(Ordering::Relaxed)),
+        ),
+        MetricSource::gauge(
+            "oms_redis_writeback_pending",
+            "Completed idempotency records waiting to be written back to Redis",
+            {
+                let r = read(|s| s.writeback_pending.load(Ordering::Relaxed));
+                move || r() as f64
+            },
+        ),
+        MetricSource::counter(
+            "oms_redis_writeback_dropped",
+            "Completed records dropped from the full write-back queue",
+            read(|s| s.writeback_dropped.load(Ordering::Relaxed)),
+        ),
+    ]
+}
+
+/// `oms_log_partitions_owned`: how many order-log partitions this node's processor applies.
+fn partitions_owned(n: i32) -> MetricSource {
+    MetricSource::gauge(
+        "oms_log_partitions_owned",
+        "Order-log partitions whose commands this node's processor applies",
+        move || f64::from(n),
+    )
 }
 
 /// Polls a dependency in the background so `/ready` never blocks on the network.
@@ -257,7 +324,10 @@ pub fn build(
         .as_deref()
         .filter(|b| !b.trim().is_empty());
     let log: Box<dyn oms_core::ports::OrderLog> = match args.log {
-        LogKind::Embedded => open_journal(args)?,
+        LogKind::Embedded => {
+            metric_sources.push(partitions_owned(1));
+            open_journal(args)?
+        }
         LogKind::Kafka => {
             let brokers =
                 brokers.context("--log kafka needs --kafka-brokers (OMS_KAFKA_BROKERS)")?;
@@ -276,10 +346,9 @@ pub fn build(
             }
             let kcfg = kafka_config(args, brokers);
             let log = KafkaLog::new(&kcfg, table).context("connecting the Kafka order log")?;
-            let stats = log.stats();
-            metric_sources.push(Box::new(move |o| {
-                kafka_metrics("orders", stats.snapshot(), o)
-            }));
+            metric_sources.extend(kafka_metrics("orders", log.stats()));
+            // In-process topology: this node's processor applies every partition.
+            metric_sources.push(partitions_owned(log.partitions()));
             tracing::info!(
                 topic = log.topic(),
                 partitions = log.partitions(),
@@ -293,16 +362,12 @@ pub fn build(
         let publisher = EventPublisher::new(&kcfg, Arc::new(table.clone()))
             .context("starting the Kafka event publisher")?;
         let counters = publisher.counters();
-        let stats = publisher.stats();
-        metric_sources.push(Box::new(move |o| {
-            kafka_metrics("events", stats.snapshot(), o);
-            gauge(
-                o,
-                "oms_kafka_events_pending",
-                "Events queued for Kafka, not yet acknowledged.",
-                counters.pending() as i64,
-            );
-        }));
+        metric_sources.extend(kafka_metrics("events", publisher.stats()));
+        metric_sources.push(MetricSource::gauge(
+            "oms_kafka_events_pending",
+            "Events queued for Kafka, not yet acknowledged or failed",
+            move || counters.pending() as f64,
+        ));
         sinks.push(Box::new(KafkaSink(publisher)));
         let b = brokers.to_owned();
         let ok = background_probe("kafka", Duration::from_secs(2), move || {
@@ -327,39 +392,7 @@ pub fn build(
             Some(url) if !url.trim().is_empty() => {
                 let lazy = LazyRedis::start(RedisConfig::new(url));
                 let stats = Arc::clone(&lazy.stats);
-                metric_sources.push(Box::new(move |o| {
-                    let (errors, timeouts, batches) = stats.get().map_or((0, 0, 0), |s| {
-                        (
-                            s.errors.load(Ordering::Relaxed),
-                            s.timeouts.load(Ordering::Relaxed),
-                            s.batches.load(Ordering::Relaxed),
-                        )
-                    });
-                    gauge(
-                        o,
-                        "oms_redis_connected",
-                        "1 once the Redis idempotency store has connected.",
-                        i64::from(stats.get().is_some()),
-                    );
-                    counter(
-                        o,
-                        "oms_redis_errors_total",
-                        "Failed Redis idempotency batches (fallback to the local index).",
-                        errors,
-                    );
-                    counter(
-                        o,
-                        "oms_redis_timeouts_total",
-                        "Redis batches over their time bound.",
-                        timeouts,
-                    );
-                    counter(
-                        o,
-                        "oms_redis_batches_total",
-                        "Pipelined Redis batches.",
-                        batches,
-                    );
-                }));
+                metric_sources.extend(redis_metrics(&stats));
                 tracing::info!(url, "shared idempotency on Redis");
                 Some(Box::new(lazy))
             }
@@ -380,8 +413,8 @@ pub fn build(
                 Box::new(q.clone()) as Box<dyn OrderStore>
             })?));
         }
-        let (tx, rx) = std::sync::mpsc::channel::<Vec<Event>>();
         let mut projector = Projector::new(store, ProjectorConfig::default());
+        let (tx, rx) = projector.channel::<Vec<Event>>();
         let pstats = projector.stats();
         std::thread::Builder::new()
             .name("oms-mongo-projector".into())
@@ -389,26 +422,22 @@ pub fn build(
                 let exit = projector.run(&rx, |_| {});
                 tracing::info!(?exit, "mongo projector stopped");
             })?;
-        metric_sources.push(Box::new(move |o| {
-            gauge(
-                o,
-                "oms_mongo_projection_lag_events",
-                "Events received by the projector but not yet written.",
-                pstats.lag() as i64,
-            );
-            counter(
-                o,
-                "oms_mongo_projection_retries_total",
-                "Projector write retries (MongoDB down or slow).",
-                pstats.retries.load(Ordering::Relaxed),
-            );
-            counter(
-                o,
-                "oms_mongo_errors_total",
-                "MongoDB operation errors.",
-                mstats.errors.load(Ordering::Relaxed),
-            );
-        }));
+        let lag = Arc::clone(&pstats);
+        metric_sources.push(MetricSource::gauge(
+            "oms_mongo_projection_lag_events",
+            "Events sent to the MongoDB projector (queued or in hand) but not yet written",
+            move || lag.lag() as f64,
+        ));
+        metric_sources.push(MetricSource::counter(
+            "oms_mongo_projection_retries",
+            "Projector write retries (MongoDB down or slow)",
+            move || pstats.retries.load(Ordering::Relaxed),
+        ));
+        metric_sources.push(MetricSource::counter(
+            "oms_mongo_errors",
+            "MongoDB operation errors",
+            move || mstats.errors.load(Ordering::Relaxed),
+        ));
         sinks.push(Box::new(MongoSink(tx)));
         tracing::info!(url, db = %args.mongo_db, query_store = ?args.query_store, "MongoDB projection on");
     } else if args.query_store == QueryStore::Mongo {

@@ -1,12 +1,35 @@
-//! Prometheus metrics without locks: fixed label sets, atomic counters and fixed-bucket
-//! histograms, rendered to text format 0.0.4 on scrape.
+//! oms's Prometheus metrics: typed, labelled families in one `prometheus-client` registry,
+//! rendered in the Prometheus text format 0.0.4 on scrape.
 //!
-//! Label values are closed sets (route templates, status codes, stages, codes), so every
-//! series is a preallocated atomic and recording one is a relaxed `fetch_add`.
+//! Label values are closed sets (route templates, status codes, stages, codes), named by
+//! enums, never by bare indices. Recording stays lock-free: counters and gauges are atomics
+//! (`prometheus_client` types), the series of a family are resolved once (at start, or on
+//! first use through a `OnceLock`) and kept as handles, and histograms are this module's
+//! fixed-bucket atomic [`Histogram`], which implements the crate's `EncodeMetric`. The
+//! registry's own locks are taken only at registration and on scrape.
+//!
+//! Counting rule: `oms_rejections_total{code}` counts error **answers** by their stable code,
+//! once each, at the edge that sends them ([`Metrics::reject`]); the stage that decides a
+//! rejection does not count it too. A replayed stored answer is not a new rejection.
 
-use std::fmt::Write as _;
+use std::collections::BTreeMap;
+use std::fmt::Debug;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
-use std::time::Duration;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{
+    DescriptorEncoder, EncodeLabelSet, EncodeMetric, MetricEncoder, NoLabelSet, prometheus_text,
+};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::{MetricType, TypedMetric};
+use prometheus_client::registry::Registry;
+
+/// `Content-Type` of [`Metrics::render`]'s output.
+pub const CONTENT_TYPE: &str = prometheus_text::CONTENT_TYPE;
 
 /// Route templates (the `route` label).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -95,15 +118,111 @@ impl Route {
     }
 }
 
-const STATUSES: [u16; 14] = [
-    200, 201, 400, 401, 404, 405, 409, 413, 415, 421, 422, 500, 503, 0,
+/// Pipeline stages (the `stage` label of `oms_pipeline_stage_duration_seconds`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stage {
+    Validate,
+    Idempotency,
+    Risk,
+    Publish,
+    Process,
+}
+
+impl Stage {
+    pub const ALL: [Stage; 5] = [
+        Stage::Validate,
+        Stage::Idempotency,
+        Stage::Risk,
+        Stage::Publish,
+        Stage::Process,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stage::Validate => "validate",
+            Stage::Idempotency => "idempotency",
+            Stage::Risk => "risk",
+            Stage::Publish => "publish",
+            Stage::Process => "process",
+        }
+    }
+}
+
+/// Idempotency-key outcomes (the `result` label of `oms_idempotency_total`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IdemResult {
+    New,
+    Replay,
+    InFlight,
+    Mismatch,
+    /// The shared store failed; the local index decided.
+    Fallback,
+}
+
+impl IdemResult {
+    pub const ALL: [IdemResult; 5] = [
+        IdemResult::New,
+        IdemResult::Replay,
+        IdemResult::InFlight,
+        IdemResult::Mismatch,
+        IdemResult::Fallback,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IdemResult::New => "new",
+            IdemResult::Replay => "replay",
+            IdemResult::InFlight => "in_flight",
+            IdemResult::Mismatch => "mismatch",
+            IdemResult::Fallback => "fallback",
+        }
+    }
+}
+
+/// HTTP statuses with a series of their own; anything else is `status="other"`.
+const STATUSES: [u16; 13] = [
+    200, 201, 400, 401, 404, 405, 409, 413, 415, 421, 422, 500, 503,
 ];
+
+fn status_label(i: usize) -> &'static str {
+    const LABELS: [&str; 14] = [
+        "200", "201", "400", "401", "404", "405", "409", "413", "415", "421", "422", "500", "503",
+        "other",
+    ];
+    LABELS[i]
+}
 
 fn status_index(status: u16) -> usize {
     STATUSES
         .iter()
         .position(|s| *s == status)
-        .unwrap_or(STATUSES.len() - 1)
+        .unwrap_or(STATUSES.len())
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteStatusLabels {
+    route: &'static str,
+    status: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    route: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StageLabels {
+    stage: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabels {
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CodeLabels {
+    code: &'static str,
 }
 
 /// Latency bucket bounds in nanoseconds: 10 µs … 10 s.
@@ -132,8 +251,12 @@ const LATENCY_NANOS: [u64; 19] = [
 /// Count bucket bounds (batch sizes): 1 … 4096.
 const COUNT_BOUNDS: [u64; 13] = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096];
 
-/// A fixed-bucket histogram (latency in nanoseconds rendered as seconds, or plain counts).
-pub struct Histogram {
+/// A lock-free fixed-bucket histogram (latency in nanoseconds rendered as seconds, or plain
+/// counts). Clones share the same buckets.
+#[derive(Clone)]
+pub struct Histogram(Arc<HistogramInner>);
+
+struct HistogramInner {
     bounds: &'static [u64],
     /// Divisor applied when rendering (1e9 for nanoseconds → seconds, 1 for counts).
     unit: f64,
@@ -149,15 +272,23 @@ impl Default for Histogram {
     }
 }
 
+impl Debug for Histogram {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Histogram")
+            .field("count", &self.count())
+            .finish_non_exhaustive()
+    }
+}
+
 impl Histogram {
     fn new(bounds: &'static [u64], unit: f64) -> Self {
-        Histogram {
+        Histogram(Arc::new(HistogramInner {
             bounds,
             unit,
             buckets: (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect(),
             sum: AtomicU64::new(0),
             count: AtomicU64::new(0),
-        }
+        }))
     }
 
     /// A histogram of counts (batch sizes).
@@ -171,117 +302,328 @@ impl Histogram {
 
     /// Records a raw value in the histogram's unit (nanoseconds or a count).
     pub fn observe_raw(&self, v: u64) {
-        let i = self
+        let h = &self.0;
+        let i = h
             .bounds
             .iter()
             .position(|b| v <= *b)
-            .unwrap_or(self.bounds.len());
-        self.buckets[i].fetch_add(1, Relaxed);
-        self.sum.fetch_add(v, Relaxed);
-        self.count.fetch_add(1, Relaxed);
+            .unwrap_or(h.bounds.len());
+        h.buckets[i].fetch_add(1, Relaxed);
+        h.sum.fetch_add(v, Relaxed);
+        h.count.fetch_add(1, Relaxed);
     }
 
-    fn render(&self, out: &mut String, name: &str, labels: &str) {
-        let mut cum = 0u64;
-        let sep = if labels.is_empty() { "" } else { "," };
-        for (i, c) in self.buckets.iter().enumerate() {
-            cum += c.load(Relaxed);
-            let le = match self.bounds.get(i) {
-                Some(b) => format!("{}", *b as f64 / self.unit),
-                None => "+Inf".to_owned(),
-            };
-            let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{le}\"}} {cum}");
-        }
-        let sum = self.sum.load(Relaxed) as f64 / self.unit;
-        let braces = if labels.is_empty() {
-            String::new()
-        } else {
-            format!("{{{labels}}}")
-        };
-        let _ = writeln!(out, "{name}_sum{braces} {sum}");
-        let _ = writeln!(out, "{name}_count{braces} {}", self.count.load(Relaxed));
+    /// Observations so far.
+    pub fn count(&self) -> u64 {
+        self.0.count.load(Relaxed)
     }
 }
 
-/// Renders extra series on scrape (adapter gauges and counters).
-pub type MetricSource = Box<dyn Fn(&mut String) + Send + Sync>;
+impl TypedMetric for Histogram {
+    const TYPE: MetricType = MetricType::Histogram;
+}
 
-/// Pipeline stages (the `stage` label).
-pub const STAGES: [&str; 5] = ["validate", "idempotency", "risk", "publish", "process"];
+impl EncodeMetric for Histogram {
+    fn encode(&self, mut encoder: MetricEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let h = &self.0;
+        // Per-bucket counts (the encoder accumulates); `+Inf` is written from `count`.
+        let buckets: Vec<(f64, u64)> = h
+            .buckets
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let le = h
+                    .bounds
+                    .get(i)
+                    .map_or(f64::INFINITY, |b| *b as f64 / h.unit);
+                (le, c.load(Relaxed))
+            })
+            .collect();
+        let count = buckets.iter().map(|(_, c)| c).sum();
+        let sum = h.sum.load(Relaxed) as f64 / h.unit;
+        encoder.encode_histogram::<NoLabelSet>(sum, count, &buckets, None)
+    }
 
-/// Idempotency outcomes (the `result` label).
-pub const IDEM_RESULTS: [&str; 5] = ["new", "replay", "in_flight", "mismatch", "fallback"];
+    fn metric_type(&self) -> MetricType {
+        MetricType::Histogram
+    }
+}
+
+/// A metric whose value lives elsewhere (an adapter's counters) and is read on scrape.
+pub struct MetricSource {
+    name: String,
+    help: String,
+    kind: MetricType,
+    read: Box<dyn Fn() -> f64 + Send + Sync>,
+}
+
+impl MetricSource {
+    /// A gauge read on scrape.
+    pub fn gauge(
+        name: impl Into<String>,
+        help: impl Into<String>,
+        read: impl Fn() -> f64 + Send + Sync + 'static,
+    ) -> Self {
+        MetricSource {
+            name: name.into(),
+            help: help.into(),
+            kind: MetricType::Gauge,
+            read: Box::new(read),
+        }
+    }
+
+    /// A counter read on scrape; `name` without the `_total` suffix (it is added).
+    pub fn counter(
+        name: impl Into<String>,
+        help: impl Into<String>,
+        read: impl Fn() -> u64 + Send + Sync + 'static,
+    ) -> Self {
+        MetricSource {
+            name: name.into(),
+            help: help.into(),
+            kind: MetricType::Counter,
+            read: Box::new(move || read() as f64),
+        }
+    }
+}
+
+/// The adapters' [`MetricSource`]s, encoded by the registry on scrape.
+#[derive(Clone, Default)]
+struct Sources(Arc<parking_lot::Mutex<Vec<MetricSource>>>);
+
+impl Debug for Sources {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Sources")
+    }
+}
+
+impl Collector for Sources {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        for s in self.0.lock().iter() {
+            let v = (s.read)();
+            let mut m = encoder.encode_descriptor(&s.name, &s.help, None, s.kind)?;
+            if s.kind == MetricType::Counter {
+                m.encode_counter::<NoLabelSet, _, u64>(&(v as u64), None)?;
+            } else {
+                m.encode_gauge(&v)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// When the order log last failed / succeeded (ms since `epoch`); feeds `/ready` and
+/// `oms_log_up`.
+#[derive(Debug)]
+pub struct LogHealth {
+    pub failed_at_ms: AtomicU64,
+    pub ok_at_ms: AtomicU64,
+    epoch: Instant,
+}
+
+impl LogHealth {
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64 + 1
+    }
+
+    /// No failed append, or a success after it, or the failure is older than 5 s (so
+    /// traffic can probe a recovered log).
+    fn healthy(&self) -> bool {
+        let failed = self.failed_at_ms.load(Relaxed);
+        failed == 0 || self.ok_at_ms.load(Relaxed) > failed || self.now_ms() - failed > 5_000
+    }
+}
 
 /// All of oms's metrics.
 pub struct Metrics {
-    requests: Vec<[AtomicU64; STATUSES.len()]>,
-    request_latency: Vec<Histogram>,
+    registry: Registry,
+    requests: Family<RouteStatusLabels, Counter>,
+    request_handles: Vec<[OnceLock<Counter>; STATUSES.len() + 1]>,
+    request_latency: Family<RouteLabels, Histogram>,
+    request_latency_handles: Vec<OnceLock<Histogram>>,
     pub ack_latency: Histogram,
-    pub stage_latency: [Histogram; 5],
-    pub ring_in_flight: AtomicI64,
-    pub ring_full: AtomicU64,
-    pub idempotency: [AtomicU64; 5],
-    rejections: std::collections::BTreeMap<&'static str, AtomicU64>,
+    stage_latency: [Histogram; Stage::ALL.len()],
+    pub ring_in_flight: Gauge<i64, AtomicI64>,
+    pub ring_full: Counter,
+    idempotency: [Counter; IdemResult::ALL.len()],
+    rejections: Family<CodeLabels, Counter>,
+    rejection_handles: BTreeMap<&'static str, OnceLock<Counter>>,
     pub log_batch_size: Histogram,
     pub log_append_latency: Histogram,
-    pub log_errors: AtomicU64,
-    /// Milliseconds (since `epoch`) of the last failed / successful append; feeds `/ready`.
-    pub log_failed_at_ms: AtomicU64,
-    pub log_ok_at_ms: AtomicU64,
-    pub epoch: std::time::Instant,
-    pub orders_accepted: AtomicU64,
-    pub executions: AtomicU64,
-    pub trades: AtomicU64,
-    pub processed_commands: AtomicU64,
-    pub replayed_commands: AtomicU64,
-    pub replay_millis: AtomicU64,
-    pub event_sink_dropped: AtomicU64,
-    pub store_errors: AtomicU64,
-    pub abandoned: AtomicU64,
-    /// Extra text appended on scrape by adapters (Kafka, Redis, Mongo gauges).
-    pub extra: parking_lot::Mutex<Vec<MetricSource>>,
+    pub log_errors: Counter,
+    log_health: Arc<LogHealth>,
+    pub orders_accepted: Counter,
+    pub executions: Counter,
+    pub trades: Counter,
+    pub processed_commands: Counter,
+    pub replayed_commands: Counter,
+    pub replay_seconds: Gauge<f64, AtomicU64>,
+    pub event_sink_dropped: Counter,
+    pub store_errors: Counter,
+    pub abandoned: Counter,
+    /// Adapter metrics (Kafka, Redis, Mongo), read on scrape.
+    pub extra: ExtraSources,
+}
+
+/// Where adapters add their [`MetricSource`]s (`metrics.extra.lock().extend(…)`).
+pub struct ExtraSources(Sources);
+
+impl ExtraSources {
+    pub fn lock(&self) -> parking_lot::MutexGuard<'_, Vec<MetricSource>> {
+        self.0.0.lock()
+    }
 }
 
 impl Default for Metrics {
     fn default() -> Self {
-        let mut rejections = std::collections::BTreeMap::new();
-        for c in oms_core::RejectCode::ALL {
-            rejections.insert(c.as_str(), AtomicU64::new(0));
+        let mut r = Registry::default();
+        let requests = Family::<RouteStatusLabels, Counter>::default();
+        r.register(
+            "oms_http_requests",
+            "HTTP requests by route and status",
+            requests.clone(),
+        );
+        let request_latency = Family::<RouteLabels, Histogram>::default();
+        r.register(
+            "oms_http_request_duration_seconds",
+            "HTTP request latency by route",
+            request_latency.clone(),
+        );
+        let ack_latency = Histogram::default();
+        r.register(
+            "oms_ack_latency_seconds",
+            "Time from request arrival to a durable acknowledgement",
+            ack_latency.clone(),
+        );
+        let stages = Family::<StageLabels, Histogram>::default();
+        r.register(
+            "oms_pipeline_stage_duration_seconds",
+            "Time a batch spends in each stage",
+            stages.clone(),
+        );
+        let stage_latency =
+            Stage::ALL.map(|s| stages.get_or_create_owned(&StageLabels { stage: s.as_str() }));
+        let ring_in_flight = Gauge::<i64, AtomicI64>::default();
+        r.register(
+            "oms_ring_in_flight",
+            "Commands in the ring or awaiting durability",
+            ring_in_flight.clone(),
+        );
+        let ring_full = Counter::default();
+        r.register(
+            "oms_ring_full",
+            "Requests refused because the ring stayed full",
+            ring_full.clone(),
+        );
+        let idem = Family::<ResultLabels, Counter>::default();
+        r.register("oms_idempotency", "Idempotency key outcomes", idem.clone());
+        let idempotency =
+            IdemResult::ALL.map(|x| idem.get_or_create_owned(&ResultLabels { result: x.as_str() }));
+        let rejections = Family::<CodeLabels, Counter>::default();
+        r.register(
+            "oms_rejections",
+            "Error answers by stable code (docs/errors.md), each counted once",
+            rejections.clone(),
+        );
+        let rejection_handles = oms_core::RejectCode::ALL
+            .iter()
+            .map(|c| c.as_str())
+            .chain(oms_core::ValidationCode::ALL.iter().map(|c| c.as_str()))
+            .chain(crate::http::error::API_CODES.iter().copied())
+            .map(|c| (c, OnceLock::new()))
+            .collect();
+        let log_batch_size = Histogram::counts();
+        r.register(
+            "oms_log_append_batch_size",
+            "Commands per order-log append",
+            log_batch_size.clone(),
+        );
+        let log_append_latency = Histogram::default();
+        r.register(
+            "oms_log_append_duration_seconds",
+            "Order-log append latency (write + fsync or Kafka ack)",
+            log_append_latency.clone(),
+        );
+        let log_health = Arc::new(LogHealth {
+            failed_at_ms: AtomicU64::new(0),
+            ok_at_ms: AtomicU64::new(0),
+            epoch: Instant::now(),
+        });
+        let sources = Sources::default();
+        {
+            let h = log_health.clone();
+            sources.0.lock().push(MetricSource::gauge(
+                "oms_log_up",
+                "1 while the order log accepts appends (no failure since the last success, or none for 5 s), else 0",
+                move || f64::from(u8::from(h.healthy())),
+            ));
         }
-        for c in oms_core::ValidationCode::ALL {
-            rejections.insert(c.as_str(), AtomicU64::new(0));
-        }
-        for c in crate::http::error::API_CODES {
-            rejections.insert(c, AtomicU64::new(0));
-        }
+        let mut counter = |name: &str, help: &str| {
+            let c = Counter::default();
+            r.register(name, help, c.clone());
+            c
+        };
+        let log_errors = counter("oms_log_append_errors", "Failed order-log appends");
+        let orders_accepted = counter("oms_orders_accepted", "Orders accepted and durable");
+        let executions = counter("oms_executions", "Execution reports emitted");
+        let trades = counter("oms_trades", "Trades matched");
+        let processed_commands = counter(
+            "oms_processed_commands",
+            "Commands applied by the processor",
+        );
+        let replayed_commands = counter(
+            "oms_replayed_commands",
+            "Commands replayed from the log at start",
+        );
+        let event_sink_dropped = counter(
+            "oms_event_sink_dropped",
+            "Events dropped because an adapter queue was full",
+        );
+        let store_errors = counter(
+            "oms_store_errors",
+            "Errors from Redis/Mongo adapters (fallbacks taken)",
+        );
+        let abandoned = counter(
+            "oms_abandoned",
+            "Requests answered 503 before their command was logged",
+        );
+        let replay_seconds = Gauge::<f64, AtomicU64>::default();
+        r.register(
+            "oms_replay_duration_seconds",
+            "Duration of the start-up replay of the order log",
+            replay_seconds.clone(),
+        );
+        r.register_collector(Box::new(sources.clone()));
         Metrics {
-            requests: Route::ALL
+            registry: r,
+            requests,
+            request_handles: Route::ALL
                 .iter()
-                .map(|_| std::array::from_fn(|_| AtomicU64::new(0)))
+                .map(|_| std::array::from_fn(|_| OnceLock::new()))
                 .collect(),
-            request_latency: Route::ALL.iter().map(|_| Histogram::default()).collect(),
-            ack_latency: Histogram::default(),
-            stage_latency: std::array::from_fn(|_| Histogram::default()),
-            ring_in_flight: AtomicI64::new(0),
-            ring_full: AtomicU64::new(0),
-            idempotency: std::array::from_fn(|_| AtomicU64::new(0)),
+            request_latency,
+            request_latency_handles: Route::ALL.iter().map(|_| OnceLock::new()).collect(),
+            ack_latency,
+            stage_latency,
+            ring_in_flight,
+            ring_full,
+            idempotency,
             rejections,
-            log_batch_size: Histogram::counts(),
-            log_append_latency: Histogram::default(),
-            log_errors: AtomicU64::new(0),
-            log_failed_at_ms: AtomicU64::new(0),
-            log_ok_at_ms: AtomicU64::new(0),
-            epoch: std::time::Instant::now(),
-            orders_accepted: AtomicU64::new(0),
-            executions: AtomicU64::new(0),
-            trades: AtomicU64::new(0),
-            processed_commands: AtomicU64::new(0),
-            replayed_commands: AtomicU64::new(0),
-            replay_millis: AtomicU64::new(0),
-            event_sink_dropped: AtomicU64::new(0),
-            store_errors: AtomicU64::new(0),
-            abandoned: AtomicU64::new(0),
-            extra: parking_lot::Mutex::new(Vec::new()),
+            rejection_handles,
+            log_batch_size,
+            log_append_latency,
+            log_errors,
+            log_health,
+            orders_accepted,
+            executions,
+            trades,
+            processed_commands,
+            replayed_commands,
+            replay_seconds,
+            event_sink_dropped,
+            store_errors,
+            abandoned,
+            extra: ExtraSources(sources),
         }
     }
 }
@@ -289,194 +631,64 @@ impl Default for Metrics {
 impl Metrics {
     pub fn record_request(&self, route: Route, status: u16, latency: Duration) {
         let r = route as usize;
-        self.requests[r][status_index(status)].fetch_add(1, Relaxed);
-        self.request_latency[r].observe(latency);
+        let s = status_index(status);
+        self.request_handles[r][s]
+            .get_or_init(|| {
+                self.requests.get_or_create_owned(&RouteStatusLabels {
+                    route: route.label(),
+                    status: status_label(s),
+                })
+            })
+            .inc();
+        self.request_latency_handles[r]
+            .get_or_init(|| {
+                self.request_latency.get_or_create_owned(&RouteLabels {
+                    route: route.label(),
+                })
+            })
+            .observe(latency);
+    }
+
+    /// The latency histogram of one pipeline stage.
+    pub fn stage(&self, stage: Stage) -> &Histogram {
+        &self.stage_latency[stage as usize]
+    }
+
+    /// The counter of one idempotency outcome.
+    pub fn idempotency(&self, result: IdemResult) -> &Counter {
+        &self.idempotency[result as usize]
+    }
+
+    /// The order log's failure / success times.
+    pub fn log_health(&self) -> &LogHealth {
+        &self.log_health
     }
 
     /// Milliseconds since this process's metrics were created (never 0).
     pub fn now_ms(&self) -> u64 {
-        self.epoch.elapsed().as_millis() as u64 + 1
+        self.log_health.now_ms()
     }
 
-    /// Whether the order log is healthy for readiness: no failed append, or a success after
-    /// it, or the failure is older than 5 s (so traffic can probe a recovered log).
+    /// Whether the order log is healthy for readiness (see [`LogHealth`]).
     pub fn log_healthy(&self) -> bool {
-        let failed = self.log_failed_at_ms.load(Relaxed);
-        failed == 0 || self.log_ok_at_ms.load(Relaxed) > failed || self.now_ms() - failed > 5_000
+        self.log_health.healthy()
     }
 
+    /// Counts one error answer by its code. Called once per answer, by the edge that sends
+    /// it (never also by the stage that decided it), so one rejection counts once.
     pub fn reject(&self, code: &str) {
-        if let Some(c) = self.rejections.get(code) {
-            c.fetch_add(1, Relaxed);
+        if let Some((c, h)) = self.rejection_handles.get_key_value(code) {
+            h.get_or_init(|| self.rejections.get_or_create_owned(&CodeLabels { code: c }))
+                .inc();
         }
     }
 
-    pub fn requests_total(&self) -> u64 {
-        self.requests
-            .iter()
-            .flat_map(|r| r.iter())
-            .map(|c| c.load(Relaxed))
-            .sum()
-    }
-
-    /// Prometheus text exposition.
+    /// Prometheus text exposition (format 0.0.4, [`CONTENT_TYPE`]).
     pub fn render(&self) -> String {
         let mut o = String::with_capacity(32 * 1024);
-        o.push_str("# HELP oms_http_requests_total HTTP requests by route and status.\n");
-        o.push_str("# TYPE oms_http_requests_total counter\n");
-        for route in Route::ALL {
-            for (i, s) in STATUSES.iter().enumerate() {
-                let v = self.requests[route as usize][i].load(Relaxed);
-                if v > 0 {
-                    let status = if *s == 0 {
-                        "other".to_owned()
-                    } else {
-                        s.to_string()
-                    };
-                    let _ = writeln!(
-                        o,
-                        "oms_http_requests_total{{route=\"{}\",status=\"{status}\"}} {v}",
-                        route.label()
-                    );
-                }
-            }
-        }
-        o.push_str("# HELP oms_http_request_duration_seconds HTTP request latency by route.\n");
-        o.push_str("# TYPE oms_http_request_duration_seconds histogram\n");
-        for route in Route::ALL {
-            let h = &self.request_latency[route as usize];
-            if h.count.load(Relaxed) > 0 {
-                h.render(
-                    &mut o,
-                    "oms_http_request_duration_seconds",
-                    &format!("route=\"{}\"", route.label()),
-                );
-            }
-        }
-        o.push_str("# HELP oms_ack_latency_seconds Time from request arrival to a durable acknowledgement.\n");
-        o.push_str("# TYPE oms_ack_latency_seconds histogram\n");
-        self.ack_latency
-            .render(&mut o, "oms_ack_latency_seconds", "");
-        o.push_str(
-            "# HELP oms_pipeline_stage_duration_seconds Time a batch spends in each stage.\n",
-        );
-        o.push_str("# TYPE oms_pipeline_stage_duration_seconds histogram\n");
-        for (i, s) in STAGES.iter().enumerate() {
-            self.stage_latency[i].render(
-                &mut o,
-                "oms_pipeline_stage_duration_seconds",
-                &format!("stage=\"{s}\""),
-            );
-        }
-        gauge(
-            &mut o,
-            "oms_ring_in_flight",
-            "Commands in the ring or awaiting durability.",
-            self.ring_in_flight.load(Relaxed),
-        );
-        counter(
-            &mut o,
-            "oms_ring_full_total",
-            "Requests refused because the ring stayed full.",
-            self.ring_full.load(Relaxed),
-        );
-        o.push_str("# HELP oms_idempotency_total Idempotency key outcomes.\n# TYPE oms_idempotency_total counter\n");
-        for (i, r) in IDEM_RESULTS.iter().enumerate() {
-            let _ = writeln!(
-                o,
-                "oms_idempotency_total{{result=\"{r}\"}} {}",
-                self.idempotency[i].load(Relaxed)
-            );
-        }
-        o.push_str("# HELP oms_rejections_total Rejections and errors by stable code.\n# TYPE oms_rejections_total counter\n");
-        for (code, c) in &self.rejections {
-            let v = c.load(Relaxed);
-            if v > 0 {
-                let _ = writeln!(o, "oms_rejections_total{{code=\"{code}\"}} {v}");
-            }
-        }
-        o.push_str("# HELP oms_log_append_batch_size Commands per order-log append.\n# TYPE oms_log_append_batch_size histogram\n");
-        self.log_batch_size
-            .render(&mut o, "oms_log_append_batch_size", "");
-        o.push_str("# HELP oms_log_append_duration_seconds Order-log append latency (write + fsync or Kafka ack).\n# TYPE oms_log_append_duration_seconds histogram\n");
-        self.log_append_latency
-            .render(&mut o, "oms_log_append_duration_seconds", "");
-        counter(
-            &mut o,
-            "oms_log_append_errors_total",
-            "Failed order-log appends.",
-            self.log_errors.load(Relaxed),
-        );
-        counter(
-            &mut o,
-            "oms_orders_accepted_total",
-            "Orders accepted and durable.",
-            self.orders_accepted.load(Relaxed),
-        );
-        counter(
-            &mut o,
-            "oms_executions_total",
-            "Execution reports emitted.",
-            self.executions.load(Relaxed),
-        );
-        counter(
-            &mut o,
-            "oms_trades_total",
-            "Trades matched.",
-            self.trades.load(Relaxed),
-        );
-        counter(
-            &mut o,
-            "oms_processed_commands_total",
-            "Commands applied by the processor.",
-            self.processed_commands.load(Relaxed),
-        );
-        counter(
-            &mut o,
-            "oms_replayed_commands_total",
-            "Commands replayed from the log at start.",
-            self.replayed_commands.load(Relaxed),
-        );
-        let _ = write!(
-            o,
-            "# HELP oms_replay_duration_seconds Duration of the start-up replay of the order log.\n\
-             # TYPE oms_replay_duration_seconds gauge\noms_replay_duration_seconds {}\n",
-            self.replay_millis.load(Relaxed) as f64 / 1e3
-        );
-        counter(
-            &mut o,
-            "oms_event_sink_dropped_total",
-            "Events dropped because an adapter queue was full.",
-            self.event_sink_dropped.load(Relaxed),
-        );
-        counter(
-            &mut o,
-            "oms_store_errors_total",
-            "Errors from Redis/Mongo adapters (fallbacks taken).",
-            self.store_errors.load(Relaxed),
-        );
-        counter(
-            &mut o,
-            "oms_abandoned_total",
-            "Requests answered 503 before their command was logged.",
-            self.abandoned.load(Relaxed),
-        );
-        for f in self.extra.lock().iter() {
-            f(&mut o);
+        if let Err(e) = prometheus_text::encode(&mut o, &self.registry) {
+            tracing::error!(error = %e, "encoding /metrics");
         }
         o
     }
-}
-
-/// Writes one counter with HELP and TYPE.
-pub fn counter(o: &mut String, name: &str, help: &str, v: u64) {
-    let _ = write!(
-        o,
-        "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}\n"
-    );
-}
-
-/// Writes one gauge with HELP and TYPE.
-pub fn gauge(o: &mut String, name: &str, help: &str, v: i64) {
-    let _ = write!(o, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}\n");
 }

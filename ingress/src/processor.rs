@@ -6,7 +6,6 @@
 //! this thread, so readers never lock the matching state.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering::Relaxed;
 use std::time::Instant;
 
 use crossbeam_channel::{Receiver, Sender, select};
@@ -17,7 +16,7 @@ use oms_core::{AccountId, Event, OrderId, OrderStatus, Price, Qty, Side, SymbolI
 
 use crate::http::error::ApiError;
 use crate::http::render;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, Stage};
 use crate::pipeline::slot::{Reply, Ticket};
 
 /// A command that is durable in the log, with the ticket of a request still waiting for it.
@@ -116,14 +115,14 @@ fn apply_batch(engine: &mut Engine, batch: Vec<Durable>, ctx: &mut Ctx) {
     for d in batch {
         ctx.events.clear();
         engine.apply(&d.cmd, &mut ctx.events);
-        ctx.metrics.processed_commands.fetch_add(1, Relaxed);
+        ctx.metrics.processed_commands.inc();
         for e in &ctx.events {
             match e {
                 Event::Execution(_) => {
-                    ctx.metrics.executions.fetch_add(1, Relaxed);
+                    ctx.metrics.executions.inc();
                 }
                 Event::Trade(_) => {
-                    ctx.metrics.trades.fetch_add(1, Relaxed);
+                    ctx.metrics.trades.inc();
                 }
                 _ => {}
             }
@@ -145,7 +144,7 @@ fn apply_batch(engine: &mut Engine, batch: Vec<Durable>, ctx: &mut Ctx) {
         s.publish(&ctx.all_events);
     }
     ctx.all_events.clear();
-    ctx.metrics.stage_latency[4].observe(started.elapsed());
+    ctx.metrics.stage(Stage::Process).observe(started.elapsed());
 }
 
 /// Runs the processor loop until both channels close.

@@ -150,10 +150,8 @@ pub fn recover(
         })
         .context("replaying the order log")?;
     let took = started.elapsed();
-    metrics.replayed_commands.store(n, Ordering::Relaxed);
-    metrics
-        .replay_millis
-        .store(took.as_millis() as u64, Ordering::Relaxed);
+    metrics.replayed_commands.inc_by(n);
+    metrics.replay_seconds.set(took.as_secs_f64());
     tracing::info!(
         commands = n,
         took_ms = took.as_millis() as u64,
@@ -221,6 +219,16 @@ pub async fn run(
     let (processor_tx, processor_rx) = crossbeam_channel::unbounded();
     let (query_tx, query_rx) = crossbeam_channel::bounded(4096);
 
+    let (ws, ws_sink) = crate::ws::start(
+        args.ws.clone(),
+        Arc::clone(&table),
+        query_tx.clone(),
+        args.auth,
+        args.jwt_secret.as_ref().map(|s| s.as_bytes().to_vec()),
+        &metrics,
+    )?;
+    backends.sinks.push(Box::new(ws_sink));
+
     let pins = pin_plan(&args);
     let processor_pin = pins.get(4).copied().flatten();
     {
@@ -246,6 +254,7 @@ pub async fn run(
         processor_tx,
         PublishConfig {
             max_batch: args.max_batch.max(1),
+            max_in_flight: args.log_in_flight.max(2),
             test_stall: Duration::from_millis(args.test_stall_log_ms),
         },
     );
@@ -254,6 +263,7 @@ pub async fn run(
         RingConfig {
             size: ring_size,
             wait: args.wait_strategy,
+            layout: args.stages,
             pin: pins.clone(),
             ack_timeout: Duration::from_millis(args.ack_timeout_ms),
             ring_full_wait: Duration::from_millis(args.ring_full_wait_ms),
@@ -300,6 +310,7 @@ pub async fn run(
             },
             max_batch_items: args.max_batch_orders as usize,
         },
+        ws,
     });
 
     let listener = TcpListener::bind(args.bind)
@@ -323,7 +334,7 @@ pub async fn run(
     let _ = stop_tx.send(true);
     let _ = server.await;
     let deadline = Instant::now() + Duration::from_secs(5);
-    while metrics.ring_in_flight.load(Ordering::Relaxed) > 0 && Instant::now() < deadline {
+    while metrics.ring_in_flight.get() > 0 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     tracing::info!("stopped");

@@ -60,6 +60,58 @@ async fn metrics_are_prometheus_text_and_count_requests() {
     );
 }
 
+/// The value of `oms_rejections_total{code="…"}` (0 when the series is absent).
+fn rejections(metrics: &str, code: &str) -> f64 {
+    let series = format!("oms_rejections_total{{code=\"{code}\"}} ");
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(series.as_str()))
+        .map_or(0.0, |v| v.trim().parse().unwrap_or(f64::NAN))
+}
+
+/// One rejection is one count, whichever stage decided it; a replayed stored answer is not a
+/// new rejection.
+#[tokio::test]
+async fn each_rejection_is_counted_once() {
+    let s = Server::start().await;
+    // Validation (decided in the ring's validate stage).
+    s.place("rc-1", &key("v"), &limit("BTC/USD", "BUY", "0", "45000.00"))
+        .await
+        .expect_error(400, "INVALID_QUANTITY", "zero quantity");
+    // Risk (decided in the risk stage, recorded by the processor), then replayed.
+    let k = key("r");
+    let far = limit("BTC/USD", "BUY", "0.1000", "60000.00");
+    s.place("rc-1", &k, &far)
+        .await
+        .expect_error(422, "PRICE_OUT_OF_BAND", "out of band");
+    let replay = s.place("rc-1", &k, &far).await;
+    assert_eq!(replay.status, 422, "replayed 422: {}", replay.text);
+    assert_eq!(replay.header("idempotent-replayed"), Some("true"));
+    // Same key, other body (decided in the idempotency stage).
+    s.place("rc-1", &k, &limit("BTC/USD", "BUY", "0.2000", "60000.00"))
+        .await
+        .expect_error(422, "IDEMPOTENCY_KEY_REUSED", "key reuse");
+    // Decided by the HTTP layer.
+    s.get("/api/nope", None).await.expect(404, "unknown path");
+    let m = s.get("/metrics", None).await.text;
+    for code in [
+        "INVALID_QUANTITY",
+        "PRICE_OUT_OF_BAND",
+        "IDEMPOTENCY_KEY_REUSED",
+        "NOT_FOUND",
+    ] {
+        assert_eq!(
+            rejections(&m, code),
+            1.0,
+            "oms_rejections_total{{code={code:?}}} after one such answer:\n{}",
+            m.lines()
+                .filter(|l| l.starts_with("oms_rejections_total"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+    }
+}
+
 #[tokio::test]
 async fn openapi_document_covers_every_route() {
     let s = Server::start().await;

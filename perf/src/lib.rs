@@ -9,6 +9,7 @@
 
 pub mod kafka_produce;
 pub mod loadgen;
+pub mod plot;
 pub mod report;
 pub mod rng;
 pub mod table;

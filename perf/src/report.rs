@@ -144,6 +144,10 @@ pub struct Latency {
     pub p999: u64,
     /// Largest.
     pub max: u64,
+    /// The percentile spectrum, HdrHistogram-style (5 ticks per half-distance to 100 %):
+    /// `[quantile, value_us]` pairs, what `perf-plot` draws.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub spectrum: Vec<(f64, u64)>,
 }
 
 impl Latency {
@@ -158,6 +162,7 @@ impl Latency {
                 p99: 0,
                 p999: 0,
                 max: 0,
+                spectrum: Vec::new(),
             };
         }
         Self {
@@ -168,6 +173,10 @@ impl Latency {
             p99: h.value_at_quantile(0.99),
             p999: h.value_at_quantile(0.999),
             max: h.max(),
+            spectrum: h
+                .iter_quantiles(5)
+                .map(|v| (v.quantile_iterated_to(), v.value_iterated_to()))
+                .collect(),
         }
     }
 }

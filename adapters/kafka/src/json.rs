@@ -265,17 +265,21 @@ pub fn event_json(event: &Event, table: &InstrumentTable) -> Option<EventMessage
         }
         Event::Risk(r) => {
             let ins = table.try_get(r.symbol)?;
-            msg(
-                EventTopic::RiskEvents,
-                r.account.as_str(),
-                to_string(&risk(r, ins)),
-            )
+            EventMessage {
+                correlation_id: r.correlation_id.as_ref().map(|c| c.as_str().to_owned()),
+                ..msg(
+                    EventTopic::RiskEvents,
+                    r.account.as_str(),
+                    to_string(&risk(r, ins)),
+                )
+            }
         }
         Event::CommandRejected {
             order_id,
             account,
             code,
             ts,
+            correlation_id,
         } => {
             let body = CommandRejectedJson {
                 event_type: "COMMAND_REJECTED",
@@ -284,7 +288,10 @@ pub fn event_json(event: &Event, table: &InstrumentTable) -> Option<EventMessage
                 reason: code.as_str(),
                 timestamp: rfc3339(*ts),
             };
-            msg(EventTopic::OrderUpdates, account.as_str(), to_string(&body))
+            EventMessage {
+                correlation_id: correlation_id.as_ref().map(|c| c.as_str().to_owned()),
+                ..msg(EventTopic::OrderUpdates, account.as_str(), to_string(&body))
+            }
         }
     })
 }

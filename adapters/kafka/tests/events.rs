@@ -95,12 +95,14 @@ fn events() -> Vec<Event> {
             symbol: SymbolId(0),
             code: RejectCode::InsufficientMargin,
             ts: TS,
+            correlation_id: Some(oms_core::ShortStr::new("corr-risk").unwrap()),
         }),
         Event::CommandRejected {
             order_id: OrderId(12),
             account: acct(9),
             code: RejectCode::InsufficientMargin,
             ts: TS,
+            correlation_id: Some(oms_core::ShortStr::new("corr-cancel").unwrap()),
         },
     ]
 }
@@ -223,6 +225,7 @@ fn events_land_on_their_topics_with_keys_json_and_headers() {
     assert_eq!(ou[1].key, "acct-9");
     assert_eq!(ou[1].json["eventType"], "COMMAND_REJECTED");
     assert_eq!(ou[1].json["reason"], "INSUFFICIENT_MARGIN");
+    assert_eq!(ou[1].headers["correlation-id"], "corr-cancel");
 
     let mut pr = consume_all(&cfg, &t.prices, 2);
     pr.sort_by_key(|g| g.key.clone());
@@ -243,6 +246,7 @@ fn events_land_on_their_topics_with_keys_json_and_headers() {
     assert_eq!(rk[0].key, "acct-8");
     assert_eq!(rk[0].json["eventType"], "RISK_REJECTED");
     assert_eq!(rk[0].json["reason"], "INSUFFICIENT_MARGIN");
+    assert_eq!(rk[0].headers["correlation-id"], "corr-risk");
     assert_eq!(rk[0].json["symbol"], "BTC/USD");
 }
 

@@ -8,8 +8,11 @@
 //!
 //! - [`RedisIdempotencyStore`] implements [`oms_core::ports::IdempotencyStore`] with one
 //!   pipelined round trip per batch (`SET NX PX GET` claims, `SET EX 86400` completions).
+//! - A health probe keeps `connected` true to what Redis answers and writes back the
+//!   completions that failed while it was down (module `health`).
 //! - [`record`] is the value format (`pending <fp>` / `done <fp> <status>\n<body>`).
 
+mod health;
 pub mod record;
 mod store;
 

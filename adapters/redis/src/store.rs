@@ -6,11 +6,12 @@
 //! never one per order. Each batch is bounded by [`RedisConfig::batch_timeout`]; a failure
 //! opens a short cool-down during which calls fail at once without touching the network, so a
 //! Redis outage costs the hot path nothing beyond the first timed-out batch. The
-//! [`ConnectionManager`] reconnects by itself when Redis comes back.
+//! [`ConnectionManager`] reconnects by itself when Redis comes back. Health (`connected`)
+//! and the write-back of completions that failed meanwhile live in [`crate::health`].
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use oms_core::ports::{
@@ -21,6 +22,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::runtime::{Handle, Runtime};
 
 use crate::Error;
+use crate::health::{self, Backlog, Pending};
 use crate::record::{self, Record};
 
 /// Settings of a [`RedisIdempotencyStore`].
@@ -40,6 +42,11 @@ pub struct RedisConfig {
     pub connect_timeout: Duration,
     /// After a failed batch, calls fail at once for this long, then one probes Redis again.
     pub cooldown: Duration,
+    /// How often the health probe PINGs Redis (and writes the backlog back).
+    pub probe_interval: Duration,
+    /// Completed records kept for write-back while Redis is down; the oldest are dropped
+    /// past this bound.
+    pub writeback_capacity: usize,
 }
 
 impl RedisConfig {
@@ -52,6 +59,8 @@ impl RedisConfig {
             done_ttl: IDEMPOTENCY_TTL,
             connect_timeout: Duration::from_secs(1),
             cooldown: Duration::from_millis(250),
+            probe_interval: Duration::from_millis(500),
+            writeback_capacity: 100_000,
         }
     }
 }
@@ -71,6 +80,14 @@ pub struct RedisStats {
     pub replays: AtomicU64,
     /// Records found in Redis that this crate cannot decode (answered `InFlight`).
     pub undecodable: AtomicU64,
+    /// Whether the last health probe (PING) was answered.
+    pub connected: AtomicBool,
+    /// Completed records written back after Redis was down or slow.
+    pub written_back: AtomicU64,
+    /// Completed records waiting to be written back.
+    pub writeback_pending: AtomicU64,
+    /// Completed records dropped from a full write-back queue.
+    pub writeback_dropped: AtomicU64,
 }
 
 /// Where the store's futures run.
@@ -101,6 +118,10 @@ pub struct RedisIdempotencyStore {
     down_until: Option<Instant>,
     /// Scratch for building key strings.
     key_buf: String,
+    /// Completions to write back once Redis answers (shared by clones).
+    backlog: Arc<Backlog>,
+    /// Keeps the health probe running while any clone exists.
+    _alive: Arc<()>,
 }
 
 impl std::fmt::Debug for RedisIdempotencyStore {
@@ -149,13 +170,26 @@ impl RedisIdempotencyStore {
             Ok(c) => c?,
             Err(_) => return Err(Error::ConnectTimeout(limit)),
         };
+        let cfg = Arc::new(cfg);
+        let stats = Arc::new(RedisStats::default());
+        stats.connected.store(true, Ordering::Relaxed);
+        let backlog = Arc::new(Backlog::new(cfg.writeback_capacity));
+        let alive = Arc::new(());
+        rt.handle().spawn(health::probe(
+            cfg.clone(),
+            stats.clone(),
+            backlog.clone(),
+            Arc::downgrade(&alive),
+        ));
         Ok(RedisIdempotencyStore {
             rt,
             conn,
-            cfg: Arc::new(cfg),
-            stats: Arc::new(RedisStats::default()),
+            cfg,
+            stats,
             down_until: None,
             key_buf: String::new(),
+            backlog,
+            _alive: alive,
         })
     }
 
@@ -335,7 +369,22 @@ impl IdempotencyStore for RedisIdempotencyStore {
                 .arg(ttl)
                 .ignore();
         }
-        self.run(&pipe).map(drop)
+        self.run(&pipe).map(drop).inspect_err(|_| {
+            // Answered from the local index meanwhile: write these back once Redis answers.
+            let prefix = &self.cfg.key_prefix;
+            self.backlog.push(
+                done.iter().map(|d| {
+                    let mut key = String::new();
+                    write_key(&mut key, prefix, &d.key);
+                    Pending {
+                        key,
+                        value: record::encode_done(d.fingerprint, &d.response),
+                        ttl_secs: ttl,
+                    }
+                }),
+                &self.stats,
+            );
+        })
     }
 
     fn release_batch(&mut self, keys: &[IdemKey]) -> Result<(), StoreError> {

@@ -86,6 +86,7 @@ impl Engine {
                 symbol: o.symbol,
                 code,
                 ts: p.ts,
+                correlation_id: p.correlation_id,
             }));
             self.orders.insert(p.order_id, order);
             return;
@@ -125,12 +126,19 @@ impl Engine {
             .filter(|o| o.account == *account && o.status.is_open())
     }
 
-    fn reject_command(id: OrderId, account: AccountId, code: RejectCode, ts: u64) -> Event {
+    fn reject_command(
+        id: OrderId,
+        account: AccountId,
+        code: RejectCode,
+        ts: u64,
+        correlation_id: Option<CorrelationId>,
+    ) -> Event {
         Event::CommandRejected {
             order_id: id,
             account,
             code,
             ts,
+            correlation_id,
         }
     }
 
@@ -141,6 +149,7 @@ impl Engine {
                 c.account,
                 RejectCode::OrderNotOpen,
                 c.ts,
+                c.correlation_id,
             ));
             return;
         };
@@ -153,6 +162,7 @@ impl Engine {
                 c.account,
                 RejectCode::OrderNotOpen,
                 c.ts,
+                c.correlation_id,
             )),
         }
         self.scratch = events;
@@ -179,7 +189,8 @@ impl Engine {
     }
 
     pub(super) fn amend(&mut self, a: &AmendOrder, out: &mut Vec<Event>) {
-        let reject = |code| Self::reject_command(a.order_id, a.account, code, a.ts);
+        let reject =
+            |code| Self::reject_command(a.order_id, a.account, code, a.ts, a.correlation_id);
         let Some(order) = self.open_order_of(a.order_id, &a.account) else {
             out.push(reject(RejectCode::OrderNotOpen));
             return;

@@ -8,7 +8,6 @@
 //! tried again on the next batch once its cool-down ends.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use crossbeam_channel::Receiver;
@@ -19,7 +18,7 @@ use oms_core::ports::{Claim, ClaimRequest, Completion, IdemKey, IdempotencyStore
 use super::slot::{Reply, Slot, SlotData, Work};
 use super::stages::IdemMsg;
 use crate::http::error::ApiError;
-use crate::metrics::Metrics;
+use crate::metrics::{IdemResult, Metrics, Stage};
 
 fn now_nanos() -> u64 {
     SystemTime::now()
@@ -84,7 +83,7 @@ impl IdempotencyStage {
             self.flush();
         }
         if end_of_batch && let Some(s) = self.batch_start.take() {
-            self.metrics.stage_latency[1].observe(s.elapsed());
+            self.metrics.stage(Stage::Idempotency).observe(s.elapsed());
         }
     }
 
@@ -101,7 +100,7 @@ impl IdempotencyStage {
             if let Some(s) = self.shared.as_mut()
                 && s.complete_batch(&self.done, now_ms).is_err()
             {
-                self.metrics.store_errors.fetch_add(1, Relaxed);
+                self.metrics.store_errors.inc();
             }
             self.done.clear();
         }
@@ -110,7 +109,7 @@ impl IdempotencyStage {
             if let Some(s) = self.shared.as_mut()
                 && s.release_batch(&self.released).is_err()
             {
-                self.metrics.store_errors.fetch_add(1, Relaxed);
+                self.metrics.store_errors.inc();
             }
             self.released.clear();
         }
@@ -183,8 +182,10 @@ impl IdempotencyStage {
                     }
                 }
                 _ => {
-                    self.metrics.store_errors.fetch_add(1, Relaxed);
-                    self.metrics.idempotency[4].fetch_add(self.claims.len() as u64, Relaxed);
+                    self.metrics.store_errors.inc();
+                    self.metrics
+                        .idempotency(IdemResult::Fallback)
+                        .inc_by(self.claims.len() as u64);
                     tracing::warn!(
                         keys = self.claims.len(),
                         "shared idempotency store failed; using the local index for this batch"
@@ -222,7 +223,7 @@ impl IdempotencyStage {
         let m = &self.metrics;
         let err = match v {
             Claim::New => {
-                m.idempotency[0].fetch_add(1, Relaxed);
+                m.idempotency(IdemResult::New).inc();
                 if let Work::Place { cmd: Some(cmd), .. } = &mut d.work {
                     cmd.order_id = self.ids.next_order_id(ts);
                     cmd.ts = ts;
@@ -231,7 +232,7 @@ impl IdempotencyStage {
                 return;
             }
             Claim::Replay(resp) => {
-                m.idempotency[1].fetch_add(1, Relaxed);
+                m.idempotency(IdemResult::Replay).inc();
                 if let Some(t) = d.ticket.take() {
                     t.reply(Reply::Json {
                         status: resp.status,
@@ -242,7 +243,7 @@ impl IdempotencyStage {
                 return;
             }
             Claim::InFlight => {
-                m.idempotency[2].fetch_add(1, Relaxed);
+                m.idempotency(IdemResult::InFlight).inc();
                 ApiError::new(
                     409,
                     "IDEMPOTENCY_KEY_IN_USE",
@@ -252,7 +253,7 @@ impl IdempotencyStage {
                 .retry_after(1)
             }
             Claim::Mismatch => {
-                m.idempotency[3].fetch_add(1, Relaxed);
+                m.idempotency(IdemResult::Mismatch).inc();
                 ApiError::new(
                     422,
                     "IDEMPOTENCY_KEY_REUSED",
@@ -261,7 +262,6 @@ impl IdempotencyStage {
                 .field("X-Idempotency-Key")
             }
         };
-        m.reject(err.code);
         if let Some(t) = d.ticket.take() {
             t.reply(Reply::Error(err));
         }
