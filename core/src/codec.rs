@@ -9,7 +9,8 @@ use thiserror::Error;
 
 use crate::codes::RejectCode;
 use crate::command::{
-    AmendOrder, CancelOrder, Command, HaltScope, PlaceOrder, RiskDecision, SetHalt, VoidOrder,
+    AmendOrder, CancelAll, CancelAllTrigger, CancelOrder, Command, HaltScope, PlaceOrder,
+    RiskDecision, SetHalt, VoidOrder,
 };
 use crate::ids::{AccountId, OrderId, ShortStr, SymbolId};
 use crate::num::{Money, Price, Qty};
@@ -37,6 +38,7 @@ const CANCEL: u8 = 2;
 const AMEND: u8 = 3;
 const HALT: u8 = 4;
 const VOID: u8 = 5;
+const CANCEL_ALL: u8 = 6;
 
 /// Appends the encoding of `cmd` to `out`.
 pub fn encode(cmd: &Command, out: &mut Vec<u8>) {
@@ -105,6 +107,18 @@ pub fn encode(cmd: &Command, out: &mut Vec<u8>) {
             put_str(out, v.account.as_str());
             put_u16(out, v.symbol.0);
             put_u64(out, v.ts);
+        }
+        Command::CancelAll(c) => {
+            out.push(CANCEL_ALL);
+            put_str(out, c.account.as_str());
+            put_opt_i64(out, c.symbol.map(|s| i64::from(s.0)));
+            out.push(c.side.map_or(2, side_tag));
+            out.push(match c.trigger {
+                CancelAllTrigger::Request => 0,
+                CancelAllTrigger::DeadMansSwitch => 1,
+            });
+            put_u64(out, c.ts);
+            put_opt_str(out, c.correlation_id.as_ref().map(|c| c.as_str()));
         }
     }
 }
@@ -196,6 +210,26 @@ pub fn decode(buf: &[u8]) -> Result<Command, CodecError> {
             account: r.account()?,
             symbol: SymbolId(r.u16()?),
             ts: r.u64()?,
+        }),
+        CANCEL_ALL => Command::CancelAll(CancelAll {
+            account: r.account()?,
+            symbol: match r.opt_i64()? {
+                None => None,
+                Some(v) => Some(SymbolId(
+                    u16::try_from(v).map_err(|_| CodecError::Invalid("symbol"))?,
+                )),
+            },
+            side: match r.u8()? {
+                2 => None,
+                v => Some(side_from(v)?),
+            },
+            trigger: match r.u8()? {
+                0 => CancelAllTrigger::Request,
+                1 => CancelAllTrigger::DeadMansSwitch,
+                _ => return Err(CodecError::Invalid("cancel-all trigger")),
+            },
+            ts: r.u64()?,
+            correlation_id: r.opt_short()?,
         }),
         _ => return Err(CodecError::Invalid("record kind")),
     };
@@ -403,6 +437,22 @@ mod tests {
                 scope: HaltScope::Global,
                 halted: false,
                 ts: 12,
+            }),
+            Command::CancelAll(CancelAll {
+                account: acct,
+                symbol: Some(SymbolId(1)),
+                side: Some(Side::Sell),
+                trigger: CancelAllTrigger::Request,
+                ts: 13,
+                correlation_id: Some(ShortStr::new("c").unwrap()),
+            }),
+            Command::CancelAll(CancelAll {
+                account: acct,
+                symbol: None,
+                side: None,
+                trigger: CancelAllTrigger::DeadMansSwitch,
+                ts: 14,
+                correlation_id: None,
             }),
         ];
         for c in cmds {

@@ -81,6 +81,8 @@ pub enum RejectCode {
     TooManyOpenOrders = 5,
     TradingHalted = 6,
     MaxQuantityExceeded = 7,
+    /// Another open order of the account already has this `clientOrderId`.
+    DuplicateClientOrderId = 8,
     // matching
     PostOnlyWouldTake = 20,
     SelfTradePrevented = 21,
@@ -92,7 +94,7 @@ pub enum RejectCode {
 }
 
 impl RejectCode {
-    pub const ALL: [RejectCode; 13] = [
+    pub const ALL: [RejectCode; 14] = [
         RejectCode::InsufficientMargin,
         RejectCode::PositionLimitExceeded,
         RejectCode::MaxNotionalExceeded,
@@ -100,6 +102,7 @@ impl RejectCode {
         RejectCode::TooManyOpenOrders,
         RejectCode::TradingHalted,
         RejectCode::MaxQuantityExceeded,
+        RejectCode::DuplicateClientOrderId,
         RejectCode::PostOnlyWouldTake,
         RejectCode::SelfTradePrevented,
         RejectCode::FokNotFillable,
@@ -117,6 +120,7 @@ impl RejectCode {
             RejectCode::TooManyOpenOrders => "TOO_MANY_OPEN_ORDERS",
             RejectCode::TradingHalted => "TRADING_HALTED",
             RejectCode::MaxQuantityExceeded => "MAX_QUANTITY_EXCEEDED",
+            RejectCode::DuplicateClientOrderId => "DUPLICATE_CLIENT_ORDER_ID",
             RejectCode::PostOnlyWouldTake => "POST_ONLY_WOULD_TAKE",
             RejectCode::SelfTradePrevented => "SELF_TRADE_PREVENTED",
             RejectCode::FokNotFillable => "FOK_NOT_FILLABLE",

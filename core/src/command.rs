@@ -9,6 +9,7 @@
 use crate::codes::RejectCode;
 use crate::ids::{AccountId, IdempotencyKey, OrderId, ShortStr, SymbolId};
 use crate::num::{Money, Price, Qty};
+use crate::order::Side;
 use crate::validate::ValidatedOrder;
 
 /// A correlation id carried from the request into logs and event headers.
@@ -65,6 +66,28 @@ pub struct AmendOrder {
     pub ts: u64,
     pub correlation_id: Option<CorrelationId>,
     pub risk: RiskDecision,
+}
+
+/// Why a cancel-all was logged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CancelAllTrigger {
+    /// `DELETE /api/orders?symbol=&side=`.
+    Request,
+    /// The account's dead-man's switch (`POST /api/orders/cancel-all-after`) expired. The
+    /// timer runs at the edge; its expiry is this logged command, so replay needs no clock.
+    DeadMansSwitch,
+}
+
+/// Cancel every open order of an account, optionally only one symbol and/or side. Applied
+/// atomically at its position in the log: an order placed after it is not affected.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CancelAll {
+    pub account: AccountId,
+    pub symbol: Option<SymbolId>,
+    pub side: Option<Side>,
+    pub trigger: CancelAllTrigger,
+    pub ts: u64,
+    pub correlation_id: Option<CorrelationId>,
 }
 
 /// Who a halt applies to.
@@ -124,6 +147,7 @@ pub enum Command {
     Amend(AmendOrder),
     Halt(SetHalt),
     Void(VoidOrder),
+    CancelAll(CancelAll),
 }
 
 impl Command {
@@ -134,6 +158,7 @@ impl Command {
             Command::Amend(c) => c.ts,
             Command::Halt(c) => c.ts,
             Command::Void(c) => c.ts,
+            Command::CancelAll(c) => c.ts,
         }
     }
 
@@ -147,16 +172,19 @@ impl Command {
                 HaltScope::Global => None,
             },
             Command::Void(c) => Some(&c.account),
+            Command::CancelAll(c) => Some(&c.account),
         }
     }
 
-    /// The symbol whose book the command touches (`None` for a halt).
+    /// The symbol whose book the command touches (`None` for a halt and for a cancel-all of
+    /// every symbol: partitioned logs send those to every partition and replay them once).
     pub fn symbol(&self) -> Option<SymbolId> {
         match self {
             Command::Place(c) => Some(c.order.symbol),
             Command::Cancel(c) => Some(c.symbol),
             Command::Amend(c) => Some(c.symbol),
             Command::Void(c) => Some(c.symbol),
+            Command::CancelAll(c) => c.symbol,
             Command::Halt(_) => None,
         }
     }
@@ -167,7 +195,7 @@ impl Command {
             Command::Cancel(c) => Some(c.order_id),
             Command::Amend(c) => Some(c.order_id),
             Command::Void(c) => Some(c.order_id),
-            Command::Halt(_) => None,
+            Command::Halt(_) | Command::CancelAll(_) => None,
         }
     }
 }

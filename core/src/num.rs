@@ -115,25 +115,40 @@ pub enum NumError {
     Overflow,
 }
 
+/// Most characters a decimal text may have (digits, point, sign, exponent together).
+pub const MAX_DECIMAL_LEN: usize = 40;
+
 /// Parses decimal text into an integer count of `10^-decimals` units, exactly.
 ///
-/// Accepts an optional leading `-` (only when `allow_negative`), digits, an optional `.` with
-/// digits, and an optional exponent (`1e-4`, as JSON numbers may carry). Trailing zeros past
-/// the scale are fine (`"0.10000"` at 4 decimals); any other digit past it is
-/// [`NumError::TooManyDecimals`].
+/// The grammar is strict (JSON's number grammar, also inside strings):
+/// `-?[0-9]+(\.[0-9]+)?([eE][+-]?[0-9]{1,3})?`, at most [`MAX_DECIMAL_LEN`] characters. No
+/// surrounding spaces, no `+` sign, no bare `.5` or `5.`; a `-` only when `allow_negative`
+/// (otherwise [`NumError::Negative`], even for `-0`). Trailing zeros past the scale are fine
+/// (`"0.10000"` at 4 decimals); any other digit past it is [`NumError::TooManyDecimals`].
 pub fn parse_scaled(text: &str, decimals: u8, allow_negative: bool) -> Result<i64, NumError> {
-    let s = text.trim();
+    let s = text;
     if s.is_empty() {
         return Err(NumError::Empty);
     }
+    if s.len() > MAX_DECIMAL_LEN {
+        return Err(NumError::Invalid);
+    }
     let (neg, body) = match s.as_bytes()[0] {
         b'-' => (true, &s[1..]),
-        b'+' => (false, &s[1..]),
         _ => (false, s),
     };
+    if neg && !allow_negative {
+        return Err(NumError::Negative);
+    }
     let (mantissa, exp) = match body.find(['e', 'E']) {
         Some(i) => {
-            let e: i32 = body[i + 1..].parse().map_err(|_| NumError::Invalid)?;
+            let e = &body[i + 1..];
+            let digits = e.strip_prefix(['+', '-']).unwrap_or(e);
+            if digits.is_empty() || digits.len() > 3 || !digits.bytes().all(|b| b.is_ascii_digit())
+            {
+                return Err(NumError::Invalid);
+            }
+            let e: i32 = e.parse().map_err(|_| NumError::Invalid)?;
             (&body[..i], e)
         }
         None => (body, 0),
@@ -142,7 +157,7 @@ pub fn parse_scaled(text: &str, decimals: u8, allow_negative: bool) -> Result<i6
         Some(i) => (&mantissa[..i], &mantissa[i + 1..]),
         None => (mantissa, ""),
     };
-    if int_part.is_empty() && frac_part.is_empty() {
+    if int_part.is_empty() || (mantissa.contains('.') && frac_part.is_empty()) {
         return Err(NumError::Invalid);
     }
     if !int_part.bytes().all(|b| b.is_ascii_digit())
@@ -253,11 +268,29 @@ mod tests {
         assert_eq!(parse_scaled("45000", 2, false), Ok(4_500_000));
         assert_eq!(parse_scaled("45000.50", 2, false), Ok(4_500_050));
         assert_eq!(parse_scaled("45000.5", 2, false), Ok(4_500_050));
-        assert_eq!(parse_scaled(".5", 2, false), Ok(50));
+        assert_eq!(parse_scaled("0.5", 2, false), Ok(50));
         assert_eq!(parse_scaled("1e-4", 4, false), Ok(1));
         assert_eq!(parse_scaled("4.5E4", 2, false), Ok(4_500_000));
         assert_eq!(parse_scaled("0.10000", 4, false), Ok(1000));
-        assert_eq!(parse_scaled("-0", 2, false), Ok(0));
+        assert_eq!(parse_scaled("-0.5", 2, true), Ok(-50));
+    }
+
+    #[test]
+    fn the_grammar_is_strict() {
+        for bad in [
+            "+45000", " 45000", "45000 ", "\t1", ".5", "5.", "1e", "1e+", "1e1000", "0x10",
+            "1_000", "1,5", "--1", "1e-", "Infinity", "NaN",
+        ] {
+            assert!(
+                parse_scaled(bad, 2, true).is_err(),
+                "{bad:?} must be refused"
+            );
+        }
+        assert_eq!(parse_scaled("-0", 2, false), Err(NumError::Negative));
+        assert_eq!(parse_scaled("-1", 2, false), Err(NumError::Negative));
+        let long = "1".repeat(MAX_DECIMAL_LEN + 1);
+        assert_eq!(parse_scaled(&long, 0, false), Err(NumError::Invalid));
+        assert_eq!(parse_scaled("1E+2", 0, false), Ok(100));
     }
 
     #[test]

@@ -28,6 +28,56 @@ pub fn rfc3339(nanos: u64) -> String {
     s
 }
 
+/// Parses `YYYY-MM-DDTHH:MM:SS[.fraction]Z` (UTC only) into nanoseconds since the epoch;
+/// `None` for anything else or a date before 1970.
+pub fn parse_rfc3339(s: &str) -> Option<u64> {
+    let b = s.as_bytes();
+    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't') {
+        return None;
+    }
+    if b[13] != b':' || b[16] != b':' || !matches!(b[b.len() - 1], b'Z' | b'z') {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| -> Option<u64> {
+        let t = s.get(r)?;
+        t.bytes()
+            .all(|c| c.is_ascii_digit())
+            .then(|| t.parse().ok())?
+    };
+    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (h, mi, sec) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || sec > 60 {
+        return None;
+    }
+    let frac = &s[19..s.len() - 1];
+    let nanos_frac = if frac.is_empty() {
+        0
+    } else {
+        let digits = frac.strip_prefix('.')?;
+        if digits.is_empty() || digits.len() > 9 || !digits.bytes().all(|c| c.is_ascii_digit()) {
+            return None;
+        }
+        digits.parse::<u64>().ok()? * 10u64.pow(9 - digits.len() as u32)
+    };
+    let days = days_from_civil(y as i64, mo as u32, d as u32);
+    if days < 0 {
+        return None;
+    }
+    let secs = days as u64 * 86_400 + h * 3600 + mi * 60 + sec;
+    secs.checked_mul(1_000_000_000)?.checked_add(nanos_frac)
+}
+
+/// (year, month, day) → days since 1970-01-01 (H. Hinnant's algorithm).
+fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = i64::from((m + 9) % 12);
+    let doy = (153 * mp + 2) / 5 + i64::from(d) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
 /// Days since 1970-01-01 → (year, month, day), proleptic Gregorian (H. Hinnant's algorithm).
 fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let z = z + 719_468;
@@ -65,5 +115,25 @@ mod tests {
             rfc3339(1_709_251_199_999_999_999),
             "2024-02-29T23:59:59.999999Z"
         );
+    }
+
+    #[test]
+    fn parses_what_it_writes() {
+        for n in [0u64, 1_764_660_000_123_456_000, 951_782_400_000_000_000] {
+            assert_eq!(super::parse_rfc3339(&super::rfc3339(n)), Some(n));
+        }
+        assert_eq!(
+            super::parse_rfc3339("1970-01-01T00:00:01Z"),
+            Some(1_000_000_000)
+        );
+        for bad in [
+            "",
+            "2026-13-01T00:00:00Z",
+            "2026-01-01 00:00:00Z",
+            "2026-01-01T00:00:00+01:00",
+            "2026-01-01T00:00:00.Z",
+        ] {
+            assert_eq!(super::parse_rfc3339(bad), None, "{bad}");
+        }
     }
 }

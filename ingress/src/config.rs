@@ -215,6 +215,10 @@ pub struct ServeArgs {
     #[arg(long, env = "OMS_RING_FULL_WAIT_MS", default_value_t = 50)]
     pub ring_full_wait_ms: u64,
 
+    /// Most items in one `POST`/`DELETE /api/orders/batch`.
+    #[arg(long, env = "OMS_MAX_BATCH_ORDERS", default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=1000))]
+    pub max_batch_orders: u64,
+
     /// Largest accepted request body in bytes.
     #[arg(long, env = "OMS_MAX_BODY_BYTES", default_value_t = 65536)]
     pub max_body_bytes: usize,

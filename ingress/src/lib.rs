@@ -4,6 +4,7 @@
 //! (validate ▶ idempotency ▶ risk ▶ publish), the processor thread that runs the
 //! deterministic engine, metrics, the WebSocket fan-out, and `oms serve`'s start-up and shutdown.
 
+pub mod audit;
 pub mod backends;
 pub mod config;
 pub mod http;

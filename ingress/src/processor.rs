@@ -222,6 +222,7 @@ fn answer(engine: &Engine, cmd: &Command, events: &[Event]) -> Reply {
                 replayed: false,
             }
         }
+        Command::CancelAll(_) => crate::http::cancel_all::answer(events),
         Command::Place(_) | Command::Void(_) => Reply::Error(ApiError::internal(
             "this command is answered by the publish stage",
         )),

@@ -299,6 +299,17 @@ pub async fn run(
         correlation_seq: AtomicU64::new(0),
         default_equity,
         order_store,
+        trading: http::venue::Trading {
+            deadman: Default::default(),
+            audit: match crate::audit::AuditLog::open(&args.data_dir.join("audit")) {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "audit log not writable; keeping it in memory only");
+                    crate::audit::AuditLog::in_memory()
+                }
+            },
+            max_batch_items: args.max_batch_orders as usize,
+        },
         ws,
     });
 
@@ -307,7 +318,8 @@ pub async fn run(
         .with_context(|| format!("cannot listen on {}", args.bind))?;
     let addr = listener.local_addr()?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let server = tokio::spawn(http::serve(listener, Arc::clone(&app), stop_rx));
+    let server = tokio::spawn(http::serve(listener, Arc::clone(&app), stop_rx.clone()));
+    tokio::spawn(http::cancel_all::run_timer(Arc::clone(&app), stop_rx));
     app.ready.store(true, Ordering::Release);
     tracing::info!(%addr, log = ?args.log, ring = ring_size, startup_ms = t0.elapsed().as_millis() as u64, "listening");
     eprintln!("listening on http://{addr}");

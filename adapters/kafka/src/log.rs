@@ -386,6 +386,7 @@ impl KafkaLog {
             Command::Place(p) => p.correlation_id,
             Command::Cancel(c) => c.correlation_id,
             Command::Amend(a) => a.correlation_id,
+            Command::CancelAll(c) => c.correlation_id,
             Command::Halt(_) | Command::Void(_) => None,
         };
         let copies = targets.unwrap_or(1);
@@ -637,7 +638,8 @@ impl PartState {
 }
 
 /// Reads `topic` from `from` to its end, merging partitions by command timestamp (ties:
-/// lower partition first). Halts are visited from partition 0 only.
+/// lower partition first). Symbol-less commands (halts, cancel-all of every symbol) are
+/// visited from partition 0 only.
 ///
 /// The end of each partition is the consumer's end-of-partition event, not the high
 /// watermark from ListOffsets: tansu 0.6 answers ListOffsets(latest) with the base offset of
@@ -704,7 +706,9 @@ pub(crate) fn replay_topic(
                         consumer.resume(&t)?;
                         st.paused = false;
                     }
-                    if !matches!(cmd, Command::Halt(_)) || id == 0 {
+                    // Symbol-less commands (halts, cancel-all of every symbol) were written to
+                    // every partition: visit one copy.
+                    if cmd.symbol().is_some() || id == 0 {
                         visit(id as u32, off as u64, &cmd);
                     }
                     out.set(id as u32, off as u64 + 1);

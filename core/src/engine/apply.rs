@@ -9,7 +9,7 @@
 
 use crate::book::{Incoming, MatchEvent};
 use crate::codes::RejectCode;
-use crate::command::{AmendOrder, CancelOrder, CorrelationId, PlaceOrder, RiskDecision};
+use crate::command::{AmendOrder, CancelAll, CancelOrder, CorrelationId, PlaceOrder, RiskDecision};
 use crate::event::{Event, ExecutionReport, Liquidity, RiskEvent, Trade};
 use crate::ids::{AccountId, OrderId};
 use crate::num::{Price, Qty};
@@ -164,6 +164,26 @@ impl Engine {
                 c.ts,
                 c.correlation_id,
             )),
+        }
+        self.scratch = events;
+    }
+
+    /// Cancels every matching open order of the account, oldest first, at this point of the
+    /// log. Orders that are not open are skipped; nothing is rejected.
+    pub(super) fn cancel_all(&mut self, c: &CancelAll, out: &mut Vec<Event>) {
+        let ids = self.open_orders_of(&c.account, c.symbol, c.side);
+        let mut events = std::mem::take(&mut self.scratch);
+        for id in ids {
+            let Some(symbol) = self.orders.get(&id).map(|o| o.symbol) else {
+                continue;
+            };
+            events.clear();
+            if self.books[symbol.0 as usize]
+                .cancel(id, &mut events)
+                .is_ok()
+            {
+                self.settle(&events, c.ts, c.correlation_id, out);
+            }
         }
         self.scratch = events;
     }

@@ -18,9 +18,9 @@ use crate::book::{BookConfig, MatchEvent, OrderBook, StpMode};
 use crate::candles::{CandleStore, DEFAULT_CANDLES_KEPT};
 use crate::command::Command;
 use crate::event::{Candle, CandleInterval, Event, Trade};
-use crate::ids::{AccountId, OrderId, SymbolId};
+use crate::ids::{AccountId, ClientOrderId, OrderId, SymbolId};
 use crate::instrument::InstrumentTable;
-use crate::order::Order;
+use crate::order::{Order, Side};
 use crate::ports::OrderQuery;
 use crate::risk::{RiskConfig, RiskEngine};
 
@@ -99,7 +99,45 @@ impl Engine {
             // Replay drops voided places before they reach the engine (see `Command::Void`);
             // the marker itself changes no state.
             Command::Void(_) => {}
+            Command::CancelAll(c) => self.cancel_all(c, out),
         }
+    }
+
+    /// The order of `account` with this `clientOrderId`: the open one if there is one, else
+    /// the newest order still held that carried it.
+    pub fn order_by_client_id(
+        &self,
+        account: &AccountId,
+        client_order_id: &ClientOrderId,
+    ) -> Option<&Order> {
+        if let Some(id) = self.risk.open_by_client_order_id(account, client_order_id) {
+            return self.orders.get(&id);
+        }
+        self.by_account
+            .get(account)?
+            .iter()
+            .rev()
+            .filter_map(|(_, id)| self.orders.get(id))
+            .find(|o| o.client_order_id.as_ref() == Some(client_order_id))
+    }
+
+    /// Ids of `account`'s open orders, oldest first, optionally of one symbol and/or side.
+    pub fn open_orders_of(
+        &self,
+        account: &AccountId,
+        symbol: Option<SymbolId>,
+        side: Option<Side>,
+    ) -> Vec<OrderId> {
+        let Some(set) = self.by_account.get(account) else {
+            return Vec::new();
+        };
+        set.iter()
+            .filter_map(|(_, id)| self.orders.get(id))
+            .filter(|o| o.status.is_open())
+            .filter(|o| symbol.is_none_or(|s| o.symbol == s))
+            .filter(|o| side.is_none_or(|s| o.side == s))
+            .map(|o| o.order_id)
+            .collect()
     }
 
     pub fn order(&self, id: OrderId) -> Option<&Order> {
@@ -188,6 +226,14 @@ impl Engine {
         let body = snapshot::open(bytes)?;
         let mut e = Engine::new(instruments, cfg);
         e.decode_state(body)?;
+        // The clientOrderId index is derived from the open orders, not stored.
+        for o in e.orders.values() {
+            if let Some(c) = o.client_order_id
+                && o.status.is_open()
+            {
+                e.risk.index_client_order_id(o.account, c, o.order_id);
+            }
+        }
         Ok(e)
     }
 }

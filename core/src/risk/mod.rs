@@ -18,7 +18,7 @@ use ahash::AHashMap;
 use crate::codes::RejectCode;
 use crate::command::HaltScope;
 use crate::event::Event;
-use crate::ids::{AccountId, OrderId, SymbolId};
+use crate::ids::{AccountId, ClientOrderId, OrderId, SymbolId};
 use crate::instrument::{Instrument, InstrumentTable};
 use crate::num::{MONEY_DECIMALS, Money, Price, Qty, pow10};
 use crate::order::{OrderStatus, OrderType, Side};
@@ -139,6 +139,10 @@ pub struct RiskEngine {
     pub(crate) orders: AHashMap<OrderId, OrderRisk>,
     /// Last trade price per symbol (0 = none yet).
     pub(crate) last_price: Vec<Price>,
+    /// `clientOrderId`s of open orders, unique per account (derived from the open orders, so
+    /// not part of the snapshot: [`RiskEngine::index_client_order_id`] rebuilds it).
+    client_ids: AHashMap<(AccountId, ClientOrderId), OrderId>,
+    client_of: AHashMap<OrderId, ClientOrderId>,
 }
 
 impl RiskEngine {
@@ -160,6 +164,8 @@ impl RiskEngine {
             index: AHashMap::new(),
             orders: AHashMap::new(),
             last_price: vec![Price(0); instruments.len()],
+            client_ids: AHashMap::new(),
+            client_of: AHashMap::new(),
             cfg,
         };
         for (id, equity) in r.cfg.accounts.clone() {
@@ -180,6 +186,11 @@ impl RiskEngine {
         let known = self.index.get(account).map(|&i| i as usize);
         if self.global_halt || known.is_some_and(|i| self.accounts[i].halted) {
             return Err(RejectCode::TradingHalted);
+        }
+        if let Some(c) = o.client_order_id
+            && self.client_ids.contains_key(&(*account, c))
+        {
+            return Err(RejectCode::DuplicateClientOrderId);
         }
         let lim = &self.limits[o.symbol.0 as usize];
         if o.quantity > lim.max_qty {
@@ -260,6 +271,29 @@ impl RiskEngine {
             },
         );
         debug_assert!(prev.is_none(), "order {order_id} reserved twice");
+        if let Some(c) = o.client_order_id {
+            self.index_client_order_id(*account, c, order_id);
+        }
+    }
+
+    /// Records that open order `order_id` of `account` carries `client_order_id`.
+    pub fn index_client_order_id(
+        &mut self,
+        account: AccountId,
+        client_order_id: ClientOrderId,
+        order_id: OrderId,
+    ) {
+        self.client_ids.insert((account, client_order_id), order_id);
+        self.client_of.insert(order_id, client_order_id);
+    }
+
+    /// The open order of `account` with this `clientOrderId`, if any.
+    pub fn open_by_client_order_id(
+        &self,
+        account: &AccountId,
+        client_order_id: &ClientOrderId,
+    ) -> Option<OrderId> {
+        self.client_ids.get(&(*account, *client_order_id)).copied()
     }
 
     /// R1 for an amend of an open order to `new_leaves` (what remains to work) and, if given,
@@ -401,6 +435,9 @@ impl RiskEngine {
             return;
         };
         let acct = &mut self.accounts[o.account as usize];
+        if let Some(c) = self.client_of.remove(&order_id) {
+            self.client_ids.remove(&(acct.id, c));
+        }
         acct.reserved -= o.reserved;
         acct.open_orders -= 1;
         *acct.positions[o.symbol.0 as usize].open_mut(o.side) -= o.leaves.0;

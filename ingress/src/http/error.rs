@@ -7,7 +7,7 @@ use std::borrow::Cow;
 use oms_core::{RejectCode, ValidationError};
 
 /// Codes that belong to the HTTP layer (validation and reject codes come from the core).
-pub const API_CODES: [&str; 17] = [
+pub const API_CODES: [&str; 20] = [
     "INVALID_JSON",
     "UNKNOWN_FIELD",
     "IDEMPOTENCY_KEY_MISSING",
@@ -25,6 +25,9 @@ pub const API_CODES: [&str; 17] = [
     "OVERLOADED",
     "LOG_UNAVAILABLE",
     "INTERNAL",
+    "DUPLICATE_HEADER",
+    "INVALID_CORRELATION_ID",
+    "BATCH_TOO_LARGE",
 ];
 
 /// An error answer.
@@ -105,7 +108,7 @@ impl ApiError {
     /// A reject code from risk or the processor, mapped to its HTTP status.
     pub fn reject(code: RejectCode) -> Self {
         let status = match code {
-            RejectCode::OrderNotOpen => 409,
+            RejectCode::OrderNotOpen | RejectCode::DuplicateClientOrderId => 409,
             RejectCode::InvalidAmend => 400,
             _ => 422,
         };
@@ -140,6 +143,9 @@ pub fn reject_message(code: RejectCode) -> &'static str {
         RejectCode::TooManyOpenOrders => "the account has too many open orders",
         RejectCode::TradingHalted => "trading is halted for this account or globally",
         RejectCode::MaxQuantityExceeded => "the quantity is above the instrument's maximum",
+        RejectCode::DuplicateClientOrderId => {
+            "another open order of this account has the same clientOrderId"
+        }
         RejectCode::PostOnlyWouldTake => "the post-only order would have taken liquidity",
         RejectCode::SelfTradePrevented => "the order would have traded with the same account",
         RejectCode::FokNotFillable => "the fill-or-kill order could not be filled completely",

@@ -7,11 +7,14 @@
 
 pub mod assets;
 pub mod auth;
+pub mod batch;
+pub mod cancel_all;
 pub mod error;
 pub mod market;
 pub mod ops;
 pub mod orders;
 pub mod render;
+pub mod venue;
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -57,6 +60,8 @@ pub struct App {
     pub default_equity: Option<oms_core::Money>,
     /// Set with `--query-store mongo`: GET order routes read the projection.
     pub order_store: Option<std::sync::Arc<crate::backends::StorePool>>,
+    /// Batch limits, dead-man's switches, the audit log.
+    pub trading: venue::Trading,
     /// The WebSocket endpoint `/ws`.
     pub ws: crate::ws::WsHandle,
 }
@@ -141,9 +146,7 @@ impl App {
             .headers()
             .get("x-correlation-id")
             .and_then(|v| v.to_str().ok())
-            && !v.is_empty()
-            && v.len() <= 64
-            && v.bytes().all(|b| (0x21..=0x7e).contains(&b))
+            && venue::valid_correlation_id(v.as_bytes())
         {
             return v.to_owned();
         }
@@ -214,11 +217,17 @@ fn route(method: &Method, path: &str) -> (Route, Result<(), ApiError>) {
             (r, Err(ApiError::method_not_allowed(allow)))
         }
     };
+    if let Some(r) = venue::route(method, &segs) {
+        return r;
+    }
     match segs.as_slice() {
         ["api", "orders"] => match *method {
             Method::POST => (Route::PlaceOrder, Ok(())),
             Method::GET => (Route::ListOrders, Ok(())),
-            _ => (Route::Other, Err(ApiError::method_not_allowed("GET, POST"))),
+            _ => (
+                Route::Other,
+                Err(ApiError::method_not_allowed("GET, POST, DELETE")),
+            ),
         },
         ["api", "orders", _] => match *method {
             Method::GET => (Route::GetOrder, Ok(())),
@@ -256,14 +265,26 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Response<Full<Byte
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     let (route, allowed) = route(&method, &path);
+    let allowed = allowed.and_then(|()| venue::check_headers(&req));
+    let audit = venue::audit_start(&app, &method, route, &req);
     let outcome: Outcome = match allowed {
         Err(e) => Err((e, None)),
         Ok(()) => dispatch(&app, route, req, &ctx).await,
     };
     let (status, resp) = match outcome {
-        Ok(a) => (a.status, respond(&ctx, a)),
+        Ok(a) => {
+            if let Some(start) = audit {
+                let detail = (route == Route::CancelAll || route == Route::BatchCancel)
+                    .then(|| String::from_utf8_lossy(&a.body).into_owned());
+                venue::audit_finish(&app, start, &ctx, a.status, None, detail);
+            }
+            (a.status, respond(&ctx, a))
+        }
         Err((e, body)) => {
             app.metrics.reject(e.code);
+            if let Some(start) = audit {
+                venue::audit_finish(&app, start, &ctx, e.status, Some(e.code), None);
+            }
             let status = e.status;
             (status, respond_error(&ctx, &e, body))
         }
@@ -281,6 +302,10 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Response<Full<Byte
 }
 
 async fn dispatch(app: &Arc<App>, route: Route, req: Request<Incoming>, ctx: &Ctx) -> Outcome {
+    let req = match venue::dispatch(app, route, req, ctx).await {
+        Ok(outcome) => return outcome,
+        Err(req) => req,
+    };
     match route {
         Route::PlaceOrder => orders::place(app, req, ctx).await,
         Route::GetOrder => orders::get(app, req).await,
@@ -298,7 +323,15 @@ async fn dispatch(app: &Arc<App>, route: Route, req: Request<Incoming>, ctx: &Ct
         Route::Ready => Ok(ops::ready(app)),
         Route::Metrics => Ok(ops::metrics(app)),
         Route::OpenApi => Ok(ops::openapi()),
-        Route::Other => err(ApiError::not_found()),
+        // Answered by `venue::dispatch` above.
+        Route::CancelAll
+        | Route::CancelAllAfter
+        | Route::BatchPlace
+        | Route::BatchCancel
+        | Route::GetByClientId
+        | Route::CancelByClientId
+        | Route::Audit
+        | Route::Other => err(ApiError::not_found()),
     }
 }
 

@@ -73,7 +73,7 @@ pub fn json_error(e: &serde_json::Error) -> ApiError {
 }
 
 /// The text of a JSON number or of a JSON string holding a number.
-fn number_text<'a>(
+pub(super) fn number_text<'a>(
     raw: &'a RawValue,
     field: &'static str,
     code: &'static str,
@@ -94,7 +94,7 @@ fn number_text<'a>(
     }
 }
 
-fn fingerprint(body: &[u8]) -> u64 {
+pub(super) fn fingerprint(body: &[u8]) -> u64 {
     // FNV-1a: stable across processes and versions, so fingerprints survive restarts.
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in body {
@@ -132,11 +132,11 @@ fn opt_text<const N: usize>(
     }
 }
 
-fn correlation(ctx: &Ctx) -> Option<CorrelationId> {
+pub(super) fn correlation(ctx: &Ctx) -> Option<CorrelationId> {
     CorrelationId::new(&ctx.correlation_id).ok()
 }
 
-fn reply_outcome(reply: Reply) -> Outcome {
+pub(super) fn reply_outcome(reply: Reply) -> Outcome {
     match reply {
         Reply::Json {
             status,
@@ -152,7 +152,7 @@ fn reply_outcome(reply: Reply) -> Outcome {
     }
 }
 
-fn idempotency_key(req: &Request<Incoming>) -> Result<IdempotencyKey, ApiError> {
+pub(super) fn idempotency_key(req: &Request<Incoming>) -> Result<IdempotencyKey, ApiError> {
     let h = req.headers();
     let v = h
         .get("x-idempotency-key")
@@ -207,7 +207,7 @@ pub async fn place(app: &Arc<App>, req: Request<Incoming>, ctx: &Ctx) -> Outcome
     reply_outcome(reply)
 }
 
-fn parse_place(body: &[u8]) -> Result<RawPlace, ApiError> {
+pub(super) fn parse_place(body: &[u8]) -> Result<RawPlace, ApiError> {
     let b: PlaceBody<'_> = serde_json::from_slice(body).map_err(|e| json_error(&e))?;
     let mut raw = RawPlace::default();
     let symbol = b.symbol.ok_or_else(|| {
@@ -266,15 +266,19 @@ fn order_id_of(req: &Request<Incoming>) -> Result<OrderId, ApiError> {
 
 /// What cancel/amend need to know about the order before logging.
 #[derive(Clone, Copy)]
-struct OrderFacts {
-    symbol: SymbolId,
+pub(super) struct OrderFacts {
+    pub(super) symbol: SymbolId,
     quantity: Qty,
     status: OrderStatus,
     order_type: OrderType,
     filled: Qty,
 }
 
-async fn facts(app: &Arc<App>, account: AccountId, id: OrderId) -> Result<OrderFacts, ApiError> {
+pub(super) async fn facts(
+    app: &Arc<App>,
+    account: AccountId,
+    id: OrderId,
+) -> Result<OrderFacts, ApiError> {
     let f = app
         .query(move |e| {
             e.order(id)
@@ -344,7 +348,7 @@ pub fn query_pairs(req: &Request<Incoming>) -> Vec<(String, String)> {
         .collect()
 }
 
-fn percent_decode(s: &str) -> String {
+pub(super) fn percent_decode(s: &str) -> String {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;

@@ -141,13 +141,9 @@ pub fn place_ack(t: &InstrumentTable, cmd: &PlaceOrder, correlation_id: &str) ->
     let mut s = String::with_capacity(640);
     match cmd.risk {
         RiskDecision::Rejected(code) => {
-            error_body(
-                &mut s,
-                &ApiError::reject(code),
-                correlation_id,
-                Some((t, &o)),
-            );
-            (422, s.into_bytes())
+            let e = ApiError::reject(code);
+            error_body(&mut s, &e, correlation_id, Some((t, &o)));
+            (e.status, s.into_bytes())
         }
         _ => {
             order(&mut s, t, &o);

@@ -208,6 +208,7 @@ impl IdempotencyStage {
                         Work::Cancel(c) => c.ts = ts,
                         Work::Amend { cmd, .. } => cmd.ts = ts,
                         Work::Halt(h) => h.ts = ts,
+                        Work::CancelAll(c) => c.ts = ts,
                         Work::Place { .. } => continue,
                     }
                     self.last_ts = ts;

@@ -371,7 +371,7 @@ impl Pipeline {
 
     /// Puts a command on the ring and waits (bounded) for its answer.
     pub async fn submit(&self, started: Instant, fill: impl FnOnce(&mut SlotData)) -> Reply {
-        let (tx, mut rx) = oneshot::channel();
+        let (tx, rx) = oneshot::channel();
         let state = Arc::new(AtomicU8::new(QUEUED));
         let ticket = Ticket {
             tx,
@@ -398,6 +398,86 @@ impl Pipeline {
                 }
             }
         }
+        self.await_reply(rx, &state).await
+    }
+
+    /// Claims `n` consecutive slots in one go (a batch travels the ring as one unit).
+    fn try_publish_many(
+        &self,
+        n: usize,
+        fill: &mut dyn FnMut(usize, &mut SlotData),
+    ) -> Result<(), disruptor::MissingFreeSlots> {
+        PRODUCER.with(|cell| {
+            let mut cell = cell.borrow_mut();
+            if cell.as_ref().is_none_or(|(id, _)| *id != self.id) {
+                *cell = Some((self.id, self.template.lock().clone()));
+            }
+            let (_, producer) = cell.as_mut().expect("just installed");
+            producer
+                .try_batch_publish(n, |iter| {
+                    for (i, slot) in iter.enumerate() {
+                        fill(i, slot.data_mut());
+                    }
+                })
+                .map(|_| ())
+        })
+    }
+
+    /// Puts several commands on consecutive slots at once (so they reach the log in the same
+    /// group commit when they fit one batch) and waits for every answer, in order. If the
+    /// ring cannot take them all within `ring_full_wait`, none is queued: every item is 503.
+    pub async fn submit_batch(
+        &self,
+        started: Instant,
+        mut fill: impl FnMut(usize, &mut SlotData),
+        n: usize,
+    ) -> Vec<Reply> {
+        let mut rxs = Vec::with_capacity(n);
+        let mut tickets = Vec::with_capacity(n);
+        for _ in 0..n {
+            let (tx, rx) = oneshot::channel();
+            let state = Arc::new(AtomicU8::new(QUEUED));
+            tickets.push(Some(Ticket {
+                tx,
+                state: Arc::clone(&state),
+                started,
+            }));
+            rxs.push((rx, state));
+        }
+        let full_deadline = Instant::now() + self.ring_full_wait;
+        loop {
+            let published = {
+                let mut put = |i: usize, d: &mut SlotData| {
+                    fill(i, d);
+                    d.ticket = tickets[i].take();
+                };
+                self.try_publish_many(n, &mut put)
+            };
+            match published {
+                Ok(()) => {
+                    self.wakers.wake(0);
+                    break;
+                }
+                Err(_) => {
+                    if Instant::now() >= full_deadline {
+                        self.metrics.ring_full.inc();
+                        return (0..n)
+                            .map(|_| Reply::Error(ApiError::overloaded()))
+                            .collect();
+                    }
+                    tokio::time::sleep(Duration::from_micros(200)).await;
+                }
+            }
+        }
+        let mut out = Vec::with_capacity(n);
+        for (rx, state) in rxs {
+            out.push(self.await_reply(rx, &state).await);
+        }
+        out
+    }
+
+    /// Waits (bounded by `ack_timeout`) for a queued command's answer; see the module docs.
+    async fn await_reply(&self, mut rx: oneshot::Receiver<Reply>, state: &AtomicU8) -> Reply {
         self.metrics.ring_in_flight.inc();
         let reply = match tokio::time::timeout(self.ack_timeout, &mut rx).await {
             Ok(Ok(r)) => r,

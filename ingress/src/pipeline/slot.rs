@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Instant;
 
-use oms_core::command::{AmendOrder, CancelOrder, CorrelationId, PlaceOrder, SetHalt};
+use oms_core::command::{AmendOrder, CancelAll, CancelOrder, CorrelationId, PlaceOrder, SetHalt};
 use oms_core::{AccountId, IdempotencyKey};
 use tokio::sync::oneshot;
 
@@ -129,6 +129,7 @@ pub enum Work {
         leaves: oms_core::Qty,
     },
     Halt(SetHalt),
+    CancelAll(CancelAll),
 }
 
 /// The mutable part of a slot.

@@ -238,6 +238,7 @@ fn command_of(d: &SlotData) -> Option<Command> {
         Work::Cancel(c) => Some(Command::Cancel(*c)),
         Work::Amend { cmd, .. } => Some(Command::Amend(*cmd)),
         Work::Halt(h) => Some(Command::Halt(*h)),
+        Work::CancelAll(c) => Some(Command::CancelAll(*c)),
     }
 }
 

@@ -47,7 +47,7 @@ pub fn risk_stage(
                         };
                 }
                 Work::Halt(h) => risk.set_halt(&h.scope, h.halted),
-                Work::Place { cmd: None, .. } | Work::Cancel(_) => {}
+                Work::Place { cmd: None, .. } | Work::Cancel(_) | Work::CancelAll(_) => {}
             }
         }
         timer.tick(eob, &metrics, Stage::Risk);

@@ -1,0 +1,254 @@
+//! Cancel-all (`DELETE /api/orders?symbol=&side=`) and the dead-man's switch
+//! (`POST /api/orders/cancel-all-after`).
+//!
+//! Both end in one logged [`CancelAll`] command, applied atomically at its place in the log,
+//! so a replay cancels exactly the same orders. The dead-man's timer is wall-clock state of
+//! this node only (the core takes no clock): when it expires, the edge submits the command
+//! with trigger `DEAD_MANS_SWITCH`; a client refreshes it by posting again, `0` disables it.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use http::Request;
+use hyper::body::Incoming;
+use oms_core::command::{CancelAll, CancelAllTrigger};
+use oms_core::{AccountId, Event, OrderStatus, Side};
+use serde::Deserialize;
+
+use super::error::ApiError;
+use super::orders::{correlation, json_error, query_pairs, reply_outcome};
+use super::{Answer, App, Ctx, Outcome, err, read_body, render, require_json};
+use crate::audit::AuditRecord;
+use crate::pipeline::slot::{Reply, Work};
+
+/// Largest dead-man's timeout (24 h), in milliseconds.
+pub const MAX_TIMEOUT_MS: u64 = 86_400_000;
+/// Smallest non-zero timeout: below this a client could not refresh in time.
+pub const MIN_TIMEOUT_MS: u64 = 100;
+/// How often the timer task looks for expired switches.
+const TICK: Duration = Duration::from_millis(25);
+
+/// Armed dead-man's switches of this node: account → (deadline, timeout).
+#[derive(Default)]
+pub struct DeadMan {
+    armed: parking_lot::Mutex<HashMap<AccountId, (Instant, u64)>>,
+}
+
+impl DeadMan {
+    fn set(&self, account: AccountId, timeout_ms: u64) {
+        let mut m = self.armed.lock();
+        if timeout_ms == 0 {
+            m.remove(&account);
+        } else {
+            m.insert(
+                account,
+                (
+                    Instant::now() + Duration::from_millis(timeout_ms),
+                    timeout_ms,
+                ),
+            );
+        }
+    }
+
+    fn take_expired(&self, now: Instant) -> Vec<AccountId> {
+        let mut m = self.armed.lock();
+        let expired: Vec<AccountId> = m
+            .iter()
+            .filter(|(_, (at, _))| *at <= now)
+            .map(|(a, _)| *a)
+            .collect();
+        for a in &expired {
+            m.remove(a);
+        }
+        expired
+    }
+}
+
+fn now_nanos() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+/// `{"canceled":["<orderId>",…],"count":N}` from the events of an applied cancel-all.
+pub fn answer(events: &[Event]) -> Reply {
+    let mut s = String::with_capacity(64 + events.len() * 40);
+    s.push_str("{\"canceled\":[");
+    let mut n = 0usize;
+    for e in events {
+        if let Event::OrderUpdate { order, .. } = e
+            && order.status == OrderStatus::Canceled
+        {
+            if n > 0 {
+                s.push(',');
+            }
+            s.push('"');
+            s.push_str(&order.order_id.to_string());
+            s.push('"');
+            n += 1;
+        }
+    }
+    s.push_str("],\"count\":");
+    s.push_str(&n.to_string());
+    s.push('}');
+    Reply::Json {
+        status: 200,
+        body: s.into_bytes(),
+        replayed: false,
+    }
+}
+
+fn parse_side(v: &str) -> Result<Side, ApiError> {
+    match v {
+        "BUY" => Ok(Side::Buy),
+        "SELL" => Ok(Side::Sell),
+        _ => Err(ApiError::bad_request(
+            "INVALID_PARAMETER",
+            format!("side must be BUY or SELL, not '{v}'"),
+        )
+        .field("side")),
+    }
+}
+
+/// `DELETE /api/orders?symbol=&side=`: cancels the caller's open orders (all, or one
+/// symbol and/or side).
+pub async fn cancel_all(app: &Arc<App>, req: Request<Incoming>, ctx: &Ctx) -> Outcome {
+    let account = app.account(&req).map_err(|e| (e, None))?;
+    let (mut symbol, mut side) = (None, None);
+    for (k, v) in query_pairs(&req) {
+        match k.as_str() {
+            "symbol" => {
+                let ins = app.table.lookup(&v).ok_or_else(|| {
+                    (
+                        ApiError::bad_request("UNKNOWN_SYMBOL", format!("unknown symbol '{v}'"))
+                            .field("symbol"),
+                        None,
+                    )
+                })?;
+                symbol = Some(ins.id);
+            }
+            "side" => side = Some(parse_side(&v).map_err(|e| (e, None))?),
+            other => {
+                return err(ApiError::bad_request(
+                    "INVALID_PARAMETER",
+                    format!("unknown parameter '{other}'"),
+                )
+                .field(other.to_owned()));
+            }
+        }
+    }
+    let corr = correlation(ctx);
+    let cmd = CancelAll {
+        account,
+        symbol,
+        side,
+        trigger: CancelAllTrigger::Request,
+        ts: 0,
+        correlation_id: corr,
+    };
+    let reply = app
+        .pipeline
+        .submit(ctx.started, move |d| {
+            d.work = Work::CancelAll(cmd);
+            d.account = account;
+            d.correlation_id = corr;
+        })
+        .await;
+    reply_outcome(reply)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct AfterBody {
+    timeout_ms: u64,
+}
+
+/// `POST /api/orders/cancel-all-after {"timeoutMs":N}`: arms (or refreshes) the caller's
+/// dead-man's switch; `0` disarms it.
+pub async fn cancel_all_after(app: &Arc<App>, req: Request<Incoming>, _ctx: &Ctx) -> Outcome {
+    let account = app.account(&req).map_err(|e| (e, None))?;
+    require_json(&req).map_err(|e| (e, None))?;
+    let body = read_body(req.into_body(), app.max_body)
+        .await
+        .map_err(|e| (e, None))?;
+    let b: AfterBody = serde_json::from_slice(&body).map_err(|e| (json_error(&e), None))?;
+    let t = b.timeout_ms;
+    if t != 0 && !(MIN_TIMEOUT_MS..=MAX_TIMEOUT_MS).contains(&t) {
+        return err(ApiError::bad_request(
+            "INVALID_PARAMETER",
+            format!("timeoutMs must be 0 (disable) or {MIN_TIMEOUT_MS}..={MAX_TIMEOUT_MS}"),
+        )
+        .field("timeoutMs"));
+    }
+    app.trading.deadman.set(account, t);
+    let now = now_nanos();
+    let mut s = String::with_capacity(128);
+    s.push_str("{\"timeoutMs\":");
+    s.push_str(&t.to_string());
+    s.push_str(",\"currentTime\":");
+    render::timestamp(&mut s, now);
+    s.push_str(",\"triggerAt\":");
+    if t == 0 {
+        s.push_str("null");
+    } else {
+        render::timestamp(&mut s, now + t * 1_000_000);
+    }
+    s.push('}');
+    Ok(Answer::json(200, s))
+}
+
+/// The timer task: cancels every open order of an account whose switch expired (one logged
+/// command each) and audits it. A cancel-all the log refused is retried on the next tick.
+pub async fn run_timer(app: Arc<App>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(TICK) => {}
+            _ = stop.changed() => return,
+        }
+        for account in app.trading.deadman.take_expired(Instant::now()) {
+            let started = Instant::now();
+            let corr =
+                oms_core::command::CorrelationId::new(&format!("deadman-{:x}", now_nanos())).ok();
+            let cmd = CancelAll {
+                account,
+                symbol: None,
+                side: None,
+                trigger: CancelAllTrigger::DeadMansSwitch,
+                ts: 0,
+                correlation_id: corr,
+            };
+            let reply = app
+                .pipeline
+                .submit(started, move |d| {
+                    d.work = Work::CancelAll(cmd);
+                    d.account = account;
+                    d.correlation_id = corr;
+                })
+                .await;
+            let (status, detail) = match &reply {
+                Reply::Json { status, body, .. } => {
+                    (*status, String::from_utf8_lossy(body).into_owned())
+                }
+                Reply::Error(e) => (e.status, e.code.to_owned()),
+            };
+            if status >= 500 {
+                // Not logged: try again on the next tick.
+                app.trading.deadman.set(account, MIN_TIMEOUT_MS);
+                tracing::warn!(%account, status, "dead-man's switch cancel-all failed; retrying");
+            } else {
+                tracing::info!(%account, "dead-man's switch expired: open orders canceled");
+            }
+            app.trading.audit.record(AuditRecord {
+                account: account.as_str().to_owned(),
+                role: "system".to_owned(),
+                action: "CANCEL_ALL_AFTER_EXPIRED".to_owned(),
+                target: None,
+                correlation_id: corr.map(|c| c.as_str().to_owned()),
+                status,
+                code: None,
+                detail: Some(detail),
+            });
+        }
+    }
+}
