@@ -442,6 +442,23 @@ pub struct Metrics {
     pub abandoned: Counter,
     /// Adapter metrics (Kafka, Redis, Mongo), read on scrape.
     pub extra: ExtraSources,
+    /// Families rendered as Prometheus text by their owners (the `/ws` fan-out's histogram and
+    /// labelled counters live in its own atomics), appended after the registry's output.
+    pub text: TextSources,
+}
+
+/// A renderer of Prometheus text (format 0.0.4) families, called on scrape.
+pub type TextSource = Box<dyn Fn(&mut String) + Send + Sync>;
+
+/// Where subsystems with their own atomics add a [`TextSource`]
+/// (`metrics.text.lock().push(…)`).
+#[derive(Default)]
+pub struct TextSources(parking_lot::Mutex<Vec<TextSource>>);
+
+impl TextSources {
+    pub fn lock(&self) -> parking_lot::MutexGuard<'_, Vec<TextSource>> {
+        self.0.lock()
+    }
 }
 
 /// Where adapters add their [`MetricSource`]s (`metrics.extra.lock().extend(…)`).
@@ -603,6 +620,7 @@ impl Default for Metrics {
             store_errors,
             abandoned,
             extra: ExtraSources(sources),
+            text: TextSources::default(),
         }
     }
 }
@@ -667,6 +685,9 @@ impl Metrics {
         let mut o = String::with_capacity(32 * 1024);
         if let Err(e) = prometheus_text::encode(&mut o, &self.registry) {
             tracing::error!(error = %e, "encoding /metrics");
+        }
+        for render in self.text.lock().iter() {
+            render(&mut o);
         }
         o
     }

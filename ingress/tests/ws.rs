@@ -10,9 +10,10 @@ use common::{Server, dec, key, limit, market};
 use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::{HeaderName, HeaderValue};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::{Message, http::HeaderValue};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 /// Generous bound for anything to arrive on a loaded machine.
@@ -34,8 +35,10 @@ impl Client {
     async fn connect(s: &Server, headers: &[(&str, &str)]) -> Client {
         let mut req = ws_url(s).into_client_request().expect("ws request");
         for (k, v) in headers {
-            req.headers_mut()
-                .insert(*k, HeaderValue::from_str(v).expect("header value"));
+            req.headers_mut().insert(
+                HeaderName::from_bytes(k.as_bytes()).expect("header name"),
+                HeaderValue::from_str(v).expect("header value"),
+            );
         }
         let (ws, resp) = tokio_tungstenite::connect_async(req)
             .await
@@ -828,7 +831,7 @@ async fn trades_candles_positions_and_heartbeat_stream() {
 
 #[tokio::test]
 async fn a_client_that_stops_reading_is_closed_1008_and_orders_keep_being_acked() {
-    let s = Server::start_with(&["--fsync", "never", "--ws-send-queue", "16"]).await;
+    let s = Server::start_with(&["--fsync", "never", "--ws-send-queue", "32"]).await;
     // A socket with a small receive buffer that the test then stops reading.
     let addr = s.base.trim_start_matches("http://").parse().unwrap();
     let sock = tokio::net::TcpSocket::new_v4().unwrap();
@@ -863,9 +866,8 @@ async fn a_client_that_stops_reading_is_closed_1008_and_orders_keep_being_acked(
     let mut killed = false;
     for round in 0..20 {
         let acked = random_flow(&s, 200, 4, 1000 + round).await;
-        assert_eq!(
+        assert!(
             acked > 100,
-            true,
             "orders must keep being acked (round {round}: {acked}/200)"
         );
         let m = s.get("/metrics", None).await.expect(200, "metrics").text;

@@ -631,7 +631,7 @@ impl Hub {
         let streams = &self.streams;
         let table = &self.table;
         let mut push = |k: Key, render: &dyn Fn(&mut String)| {
-            if !streams.get(&k).is_some_and(|s| !s.subs.is_empty()) {
+            if streams.get(&k).is_none_or(|s| s.subs.is_empty()) {
                 return;
             }
             let i = match bufs.iter().position(|(bk, _)| *bk == k) {
@@ -673,20 +673,18 @@ impl Hub {
                         data::event(s, table, e)
                     });
                 }
-                Event::Candle(c) => {
+                Event::Candle(c)
                     if m.on_candle(c)
                         && streams
                             .get(&Key::Public(Topic::Candles(c.symbol, c.interval)))
-                            .is_some_and(|s| !s.subs.is_empty())
-                    {
-                        // Only the last state of each candle in the batch is sent.
-                        match candles.iter_mut().find(|k| {
-                            (k.symbol, k.interval, k.open_time)
-                                == (c.symbol, c.interval, c.open_time)
-                        }) {
-                            Some(k) => *k = *c,
-                            None => candles.push(*c),
-                        }
+                            .is_some_and(|s| !s.subs.is_empty()) =>
+                {
+                    // Only the last state of each candle in the batch is sent.
+                    match candles.iter_mut().find(|k| {
+                        (k.symbol, k.interval, k.open_time) == (c.symbol, c.interval, c.open_time)
+                    }) {
+                        Some(k) => *k = *c,
+                        None => candles.push(*c),
                     }
                 }
                 _ => {}

@@ -1,4 +1,4 @@
-//! Metrics of the `/ws` fan-out, rendered into `/metrics` through [`Metrics::extra`]
+//! Metrics of the `/ws` fan-out, rendered into `/metrics` through [`Metrics::text`]
 //! (kept in their own file so the HTTP metrics can evolve without touching these).
 //!
 //! [`Metrics::extra`]: crate::metrics::Metrics

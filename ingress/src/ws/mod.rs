@@ -128,7 +128,7 @@ pub fn start(
     {
         let m = Arc::clone(&metrics);
         http_metrics
-            .extra
+            .text
             .lock()
             .push(Box::new(move |o: &mut String| m.render(o)));
     }
