@@ -195,7 +195,7 @@ pub struct ServeArgs {
     pub log_in_flight: usize,
 
     /// Ring stage layout: one thread per stage, or validate+idempotency+risk fused on one.
-    #[arg(long, env = "OMS_STAGES", value_enum, default_value = "auto")]
+    #[arg(long, env = "OMS_STAGES", value_enum, default_value = "threads")]
     pub stages: StageLayout,
 
     /// How idle ring consumers wait.

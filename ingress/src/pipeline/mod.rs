@@ -4,7 +4,8 @@
 //! Two layouts (`--stages`): `threads` runs each stage on its own thread (for machines with
 //! a core per stage); `fused` runs validate, idempotency and risk in one handler on one thread
 //! (`oms-stages`) and publish on another, which on a machine with fewer cores than stages
-//! saves two thread hand-offs per request. `auto` (the default) picks `fused` below 6 cores.
+//! saves two thread hand-offs per request. `auto` picks `fused` below 6 cores. The default
+//! stays `threads` until the fused layout is measured (perf/RESULTS.md, section "perf").
 //!
 //! HTTP tasks claim a slot with `try_publish` and write the request into it in place; if the
 //! ring stays full for `ring_full_wait` they answer 503 `OVERLOADED`. A request waits for its
