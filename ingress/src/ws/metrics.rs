@@ -58,6 +58,48 @@ pub struct WsMetrics {
     latency_count: AtomicU64,
 }
 
+/// The scalar families as registry sources of `/metrics` (the labelled families and the
+/// latency histogram are rendered by [`WsMetrics::render`], not yet wired into the typed
+/// registry).
+pub fn sources(m: &std::sync::Arc<WsMetrics>) -> Vec<crate::metrics::MetricSource> {
+    use crate::metrics::MetricSource;
+    let c = |f: fn(&WsMetrics) -> u64| {
+        let m = std::sync::Arc::clone(m);
+        move || f(&m)
+    };
+    vec![
+        MetricSource::gauge("oms_ws_connections", "Open WebSocket connections.", {
+            let m = std::sync::Arc::clone(m);
+            move || m.connections.load(Relaxed) as f64
+        }),
+        MetricSource::counter(
+            "oms_ws_messages_sent",
+            "WebSocket messages written to clients.",
+            c(|m| m.messages_sent.load(Relaxed)),
+        ),
+        MetricSource::counter(
+            "oms_ws_sent_bytes",
+            "Bytes of WebSocket message payloads written to clients.",
+            c(|m| m.bytes_sent.load(Relaxed)),
+        ),
+        MetricSource::counter(
+            "oms_ws_slow_consumer_closes",
+            "Connections closed with 1008 because their outbound queue was full.",
+            c(|m| m.closes(CloseReason::SlowConsumer)),
+        ),
+        MetricSource::counter(
+            "oms_ws_error_replies",
+            "WebSocket requests answered with an error.",
+            c(|m| m.error_replies.load(Relaxed)),
+        ),
+        MetricSource::counter(
+            "oms_ws_hub_overflows",
+            "Event batches the fan-out could not take (its state was rebuilt).",
+            c(|m| m.hub_overflows.load(Relaxed)),
+        ),
+    ]
+}
+
 impl WsMetrics {
     pub fn subscribed(&self, c: Channel, delta: i64) {
         self.subscriptions[c as usize].fetch_add(delta, Relaxed);

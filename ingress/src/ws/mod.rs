@@ -125,13 +125,7 @@ pub fn start(
     http_metrics: &crate::metrics::Metrics,
 ) -> anyhow::Result<(WsHandle, WsSink)> {
     let metrics = Arc::new(WsMetrics::default());
-    {
-        let m = Arc::clone(&metrics);
-        http_metrics
-            .extra
-            .lock()
-            .push(Box::new(move |o: &mut String| m.render(o)));
-    }
+    http_metrics.extra.lock().extend(metrics::sources(&metrics));
     let (feed_tx, feed_rx) = crossbeam_channel::bounded(cfg.ws_hub_queue.max(16));
     let (control_tx, control_rx) = crossbeam_channel::unbounded();
     let active = Arc::new(AtomicBool::new(false));
