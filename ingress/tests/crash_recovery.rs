@@ -1,7 +1,7 @@
 //! A crash in the middle of a busy load: every acknowledged order survives with the same id
 //! and a consistent state, nothing refused appears, and every fill still has two sides.
 
-mod common;
+use crate::common;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

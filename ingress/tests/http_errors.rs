@@ -1,7 +1,7 @@
 //! Every error code of docs/errors.md that a client can provoke over HTTP, with its status,
 //! its `field`, the error-body shape, and whether anything was recorded.
 
-mod common;
+use crate::common;
 
 use common::*;
 use reqwest::Method;

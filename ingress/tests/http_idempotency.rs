@@ -1,7 +1,7 @@
 //! Idempotency keys as a retrying client relies on them: replays, conflicts, races, scope,
 //! durability across a crash, and keys released by a 503.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::time::Duration;

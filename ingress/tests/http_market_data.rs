@@ -1,6 +1,6 @@
 //! Market data a chart or a trading screen reads: symbols, book, trades, candles.
 
-mod common;
+use crate::common;
 
 use common::*;
 use serde_json::json;

@@ -1,7 +1,7 @@
 //! What an operator and a client integrator see: probes, metrics, the OpenAPI document,
 //! correlation ids.
 
-mod common;
+use crate::common;
 
 use common::*;
 use reqwest::Method;

@@ -1,7 +1,7 @@
 //! Orders over HTTP as a client sees them: place, get, list, cancel, amend, and the matching
 //! outcomes that show up on the order afterwards.
 
-mod common;
+use crate::common;
 
 use common::*;
 use serde_json::{Value, json};

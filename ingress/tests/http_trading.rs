@@ -2,7 +2,7 @@
 //! clientOrderId uniqueness and lookups, cancel-all and the dead-man's switch, the audit log,
 //! and the spec's strictness (decimal grammar, repeated headers, correlation ids).
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

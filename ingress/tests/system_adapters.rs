@@ -9,7 +9,7 @@
 //! Run: `cargo test -p oms-ingress --test system_adapters -- --nocapture` (figures are printed
 //! on lines starting with `SYSTEM`).
 
-mod sys;
+use crate::sys;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;

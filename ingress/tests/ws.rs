@@ -1,7 +1,7 @@
 //! Black-box tests of the WebSocket endpoint `/ws` (docs/websocket.md): the real `oms`
 //! binary, a real WebSocket client (tokio-tungstenite), orders placed over REST.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};

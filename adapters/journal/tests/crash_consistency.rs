@@ -11,7 +11,7 @@
 //! A second property flips one byte inside any record that has a successor and requires the
 //! open to refuse with `Corrupt` at that record.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -1,6 +1,6 @@
 //! The journal on real files in a temporary directory.
 
-mod common;
+use crate::common;
 
 use std::fs::OpenOptions;
 use std::io::Write;

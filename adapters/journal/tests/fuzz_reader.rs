@@ -5,7 +5,7 @@
 //! CI runs the default case count (256). Longer:
 //! `PROPTEST_CASES=20000 cargo test -p oms-journal --release --test fuzz_reader`.
 
-mod common;
+use crate::common;
 
 use common::cmd;
 use oms_core::command::Command;

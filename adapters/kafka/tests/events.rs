@@ -1,6 +1,6 @@
 //! EventPublisher against the real broker: topics, keys, JSON and headers.
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::sync::Arc;

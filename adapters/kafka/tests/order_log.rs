@@ -1,6 +1,6 @@
 //! KafkaLog and OrderConsumer against the real broker (`OMS_KAFKA_BROKERS`).
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};

@@ -2,7 +2,7 @@
 //! bound and says whether anything may have reached the log; after a restart appends work
 //! again with the same `KafkaLog`.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

@@ -2,7 +2,7 @@
 //! (`scripts/services up`; `OMS_MONGO_URL`, default mongodb://127.0.0.1:27017/?directConnection=true).
 //! Each test works in a database of its own, dropped at the end.
 
-mod common;
+use crate::common;
 
 use std::sync::atomic::Ordering;
 

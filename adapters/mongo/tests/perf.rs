@@ -2,7 +2,7 @@
 //! default (a measurement, not a check):
 //! `cargo test -p oms-mongo --test perf -- --ignored --nocapture`
 
-mod common;
+use crate::common;
 
 use std::time::Instant;
 

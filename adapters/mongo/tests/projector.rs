@@ -1,7 +1,7 @@
 //! The projector loop against a real MongoDB-wire server, including an outage: the server is
 //! stopped mid-stream and restarted, and the projector catches up with nothing missing.
 
-mod common;
+use crate::common;
 
 use std::sync::mpsc;
 use std::time::{Duration, Instant};

@@ -1,7 +1,7 @@
 //! Integration tests of the Redis idempotency store against a real Redis
 //! (`scripts/services up`; `OMS_REDIS_URL`, default redis://127.0.0.1:6390/).
 
-mod common;
+use crate::common;
 
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};

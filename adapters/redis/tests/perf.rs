@@ -2,7 +2,7 @@
 //! (a measurement, not a check):
 //! `cargo test -p oms-redis --test perf -- --ignored --nocapture`
 
-mod common;
+use crate::common;
 
 use std::time::Instant;
 

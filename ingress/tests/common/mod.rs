@@ -1,7 +1,7 @@
 //! Shared harness for the black-box HTTP tests: runs the real `oms` binary on a free port with
 //! a fresh data directory, talks to it with a real HTTP client, kills it on drop.
 //!
-//! Every test file compiles this module separately and uses a different subset of it.
+//! A module of the crate's one test binary (tests/main.rs); each topic uses a subset of it.
 #![allow(dead_code)]
 
 use std::fs::{File, OpenOptions};

@@ -1,0 +1,15 @@
+//! The one integration-test binary of this crate: every file in tests/ is a module of it.
+//! One binary instead of one per file keeps CI fast (each test binary is a separate link
+//! of every dependency); `scripts/test` checks that no file in tests/ is left out.
+
+mod common;
+mod sys;
+mod crash_recovery;
+mod http_errors;
+mod http_idempotency;
+mod http_market_data;
+mod http_ops;
+mod http_orders;
+mod http_trading;
+mod system_adapters;
+mod ws;
