@@ -8,9 +8,10 @@
 //! fixed-bucket atomic [`Histogram`], which implements the crate's `EncodeMetric`. The
 //! registry's own locks are taken only at registration and on scrape.
 //!
-//! Counting rule: `oms_rejections_total{code}` counts error **answers** by their stable code,
-//! once each, at the edge that sends them ([`Metrics::reject`]); the stage that decides a
-//! rejection does not count it too. A replayed stored answer is not a new rejection.
+//! Counting rule: `oms_rejections_total{code}` counts rejections by their stable code, once
+//! each: error answers at the edge that sends them ([`Metrics::reject`]), never also in the
+//! stage that decided them; a place's risk rejection, whose 422 is the stored order answer
+//! rather than an error, in the risk stage. A replayed stored answer is not counted again.
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
@@ -653,8 +654,7 @@ impl Metrics {
         self.log_health.healthy()
     }
 
-    /// Counts one error answer by its code. Called once per answer, by the edge that sends
-    /// it (never also by the stage that decided it), so one rejection counts once.
+    /// Counts one rejection by its code (see the module doc for who calls it).
     pub fn reject(&self, code: &str) {
         if let Some((c, h)) = self.rejection_handles.get_key_value(code) {
             h.get_or_init(|| self.rejections.get_or_create_owned(&CodeLabels { code: c }))
