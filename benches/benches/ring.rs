@@ -33,7 +33,7 @@ use oms_core::command::{Command, RiskDecision};
 use oms_core::idempotency::MemoryIdempotency;
 use oms_core::ports::{Checkpoint, LogError, OrderLog};
 use oms_core::{AccountId, IdempotencyKey, InstrumentTable, Money, RiskConfig, RiskEngine};
-use oms_ingress::config::WaitKind;
+use oms_ingress::config::{StageLayout, WaitKind};
 use oms_ingress::metrics::Metrics;
 use oms_ingress::pipeline::idempotency::IdempotencyStage;
 use oms_ingress::pipeline::slot::{RawPlace, Reply, Slot, SlotData, Work};
@@ -317,6 +317,7 @@ fn real_pipeline(wait: WaitKind) -> (Pipeline, std::thread::JoinHandle<()>) {
         processor_tx,
         PublishConfig {
             max_batch: 1024,
+            max_in_flight: 8,
             test_stall: Duration::ZERO,
         },
     );
@@ -324,6 +325,7 @@ fn real_pipeline(wait: WaitKind) -> (Pipeline, std::thread::JoinHandle<()>) {
         RingConfig {
             size: RING,
             wait,
+            layout: StageLayout::Threads,
             pin: Vec::new(),
             ack_timeout: Duration::from_secs(10),
             ring_full_wait: Duration::from_secs(10),

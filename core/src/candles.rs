@@ -140,7 +140,7 @@ mod tests {
         c.on_trade(&trade(t0, 100, 1), &mut out);
         c.on_trade(&trade(t0 + S / 2, 105, 2), &mut out);
         c.on_trade(&trade(t0 + S / 2, 95, 3), &mut out);
-        assert_eq!(out.len(), 12);
+        assert_eq!(out.len(), 3 * CandleInterval::ALL.len());
         let s1 = c.candles(SymbolId(1), CandleInterval::S1, 10);
         assert_eq!(s1.len(), 1);
         let k = s1[0];

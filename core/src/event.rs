@@ -67,14 +67,17 @@ pub enum CandleInterval {
     M1,
     M5,
     H1,
+    /// One UTC day (appended last: snapshots store the index into [`CandleInterval::ALL`]).
+    D1,
 }
 
 impl CandleInterval {
-    pub const ALL: [CandleInterval; 4] = [
+    pub const ALL: [CandleInterval; 5] = [
         CandleInterval::S1,
         CandleInterval::M1,
         CandleInterval::M5,
         CandleInterval::H1,
+        CandleInterval::D1,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -83,6 +86,7 @@ impl CandleInterval {
             CandleInterval::M1 => "1m",
             CandleInterval::M5 => "5m",
             CandleInterval::H1 => "1h",
+            CandleInterval::D1 => "1d",
         }
     }
 
@@ -97,6 +101,7 @@ impl CandleInterval {
             CandleInterval::M1 => 60 * S,
             CandleInterval::M5 => 300 * S,
             CandleInterval::H1 => 3600 * S,
+            CandleInterval::D1 => 86_400 * S,
         }
     }
 }

@@ -80,6 +80,33 @@ pub trait OrderLog: Send {
         from: &Checkpoint,
         visit: &mut dyn FnMut(&Command),
     ) -> Result<Checkpoint, LogError>;
+
+    /// Pipelined mode: `Some` if this log can have several batches in flight. Then the
+    /// caller hands batches over with [`OrderLog::submit`] (which returns without waiting for
+    /// durability) and learns each one's outcome, in submission order, from the returned
+    /// handle on another thread. `None` (the default): use [`OrderLog::append`].
+    fn outcomes(&mut self) -> Option<Box<dyn AppendOutcomes>> {
+        None
+    }
+
+    /// Hands `batch` to the log without waiting for it to be durable (pipelined mode only).
+    /// An `Err` means nothing of the batch was handed over. The default appends synchronously,
+    /// so its outcome is already known when it returns.
+    fn submit(&mut self, batch: &[Command]) -> Result<BatchId, LogError> {
+        self.append(batch).map(|()| 0)
+    }
+}
+
+/// Identifies a batch handed to [`OrderLog::submit`].
+pub type BatchId = u64;
+
+/// The outcome side of a pipelined [`OrderLog`], used on a thread of its own.
+pub trait AppendOutcomes: Send {
+    /// Blocks until batch `id` is decided, bounded by the log's own timeout. The answer means
+    /// what [`OrderLog::append`]'s means: `Ok` durable; `Unavailable` known not to be in the
+    /// log; `Timeout` may be in the log (the caller voids it). Called once per batch, in
+    /// submission order.
+    fn wait(&mut self, id: BatchId) -> Result<(), LogError>;
 }
 
 /// Why a store (idempotency, orders) failed; callers fall back or retry.

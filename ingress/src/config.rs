@@ -43,6 +43,28 @@ pub enum WaitKind {
     Spin,
 }
 
+/// How the four ring stages are laid out on threads (docs/design.md "Threads").
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum StageLayout {
+    /// `fused` on machines with fewer than 6 cores, `threads` otherwise.
+    Auto,
+    /// Validate + idempotency + risk on one thread, publish on another.
+    Fused,
+    /// One thread per stage.
+    Threads,
+}
+
+impl StageLayout {
+    /// Whether validate, idempotency and risk share one thread on this machine.
+    pub fn fused(self) -> bool {
+        match self {
+            StageLayout::Fused => true,
+            StageLayout::Threads => false,
+            StageLayout::Auto => std::thread::available_parallelism().map_or(1, |n| n.get()) < 6,
+        }
+    }
+}
+
 /// Where GET routes read orders from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum QueryStore {
@@ -167,6 +189,15 @@ pub struct ServeArgs {
     #[arg(long, env = "OMS_MAX_BATCH", default_value_t = 1024)]
     pub max_batch: usize,
 
+    /// Batches that may wait for the order log at once (pipelined appends; Kafka). Answers
+    /// still leave in log order. At least 2.
+    #[arg(long, env = "OMS_LOG_IN_FLIGHT", default_value_t = 8)]
+    pub log_in_flight: usize,
+
+    /// Ring stage layout: one thread per stage, or validate+idempotency+risk fused on one.
+    #[arg(long, env = "OMS_STAGES", value_enum, default_value = "auto")]
+    pub stages: StageLayout,
+
     /// How idle ring consumers wait.
     #[arg(long, env = "OMS_WAIT_STRATEGY", value_enum, default_value = "park")]
     pub wait_strategy: WaitKind,
@@ -199,6 +230,10 @@ pub struct ServeArgs {
     /// Node id (seeds order ids; distinct per node).
     #[arg(long, env = "OMS_NODE_ID", default_value_t = 1)]
     pub node_id: u64,
+
+    /// WebSocket `/ws` limits.
+    #[command(flatten)]
+    pub ws: crate::ws::config::WsArgs,
 
     /// Test hook: every journal append sleeps this long first (failure tests).
     #[arg(long, env = "OMS_TEST_STALL_LOG_MS", default_value_t = 0, hide = true)]

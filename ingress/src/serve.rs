@@ -219,6 +219,16 @@ pub async fn run(
     let (processor_tx, processor_rx) = crossbeam_channel::unbounded();
     let (query_tx, query_rx) = crossbeam_channel::bounded(4096);
 
+    let (ws, ws_sink) = crate::ws::start(
+        args.ws.clone(),
+        Arc::clone(&table),
+        query_tx.clone(),
+        args.auth,
+        args.jwt_secret.as_ref().map(|s| s.as_bytes().to_vec()),
+        &metrics,
+    )?;
+    backends.sinks.push(Box::new(ws_sink));
+
     let pins = pin_plan(&args);
     let processor_pin = pins.get(4).copied().flatten();
     {
@@ -244,6 +254,7 @@ pub async fn run(
         processor_tx,
         PublishConfig {
             max_batch: args.max_batch.max(1),
+            max_in_flight: args.log_in_flight.max(2),
             test_stall: Duration::from_millis(args.test_stall_log_ms),
         },
     );
@@ -252,6 +263,7 @@ pub async fn run(
         RingConfig {
             size: ring_size,
             wait: args.wait_strategy,
+            layout: args.stages,
             pin: pins.clone(),
             ack_timeout: Duration::from_millis(args.ack_timeout_ms),
             ring_full_wait: Duration::from_millis(args.ring_full_wait_ms),
@@ -287,6 +299,7 @@ pub async fn run(
         correlation_seq: AtomicU64::new(0),
         default_equity,
         order_store,
+        ws,
     });
 
     let listener = TcpListener::bind(args.bind)

@@ -916,7 +916,8 @@ async fn broker_down_gives_503_and_nothing_executes_later() {
     assert_all_created(&ra, phase_a, "phase A (broker up)");
 
     tansu.stop(libc::SIGKILL);
-    let rb = place_all(&c, &node.base, phase_b, 6, t0).await;
+    // 16 requests at a time: with pipelined appends several batches are in flight at once.
+    let rb = place_all(&c, &node.base, phase_b, 16, t0).await;
     let mut refused: Vec<OrderReq> = Vec::new();
     let mut bad = Vec::new();
     let mut slowest = Duration::ZERO;

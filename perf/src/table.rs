@@ -9,6 +9,7 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use anyhow::Result;
+use serde::Deserialize;
 
 use crate::kafka_produce::ProduceReport;
 use crate::report::Report;
@@ -21,6 +22,36 @@ pub const ROWS: [(&str, &str); 5] = [
     ("oms-kafka", "oms Kafka+Redis+Mongo"),
     ("seedline", "seedline (seed design)"),
 ];
+
+/// `LABEL.sweep.json`, written by perf/compare (format in its header).
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Sweep {
+    pub target: String,
+    pub max_rate: f64,
+    pub points: Vec<SweepPoint>,
+}
+
+/// One open-loop run of a sweep; latencies in µs.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SweepPoint {
+    pub pct: u32,
+    pub rate: f64,
+    pub achieved_rate: f64,
+    pub p50_us: u64,
+    pub p99_us: u64,
+    pub p999_us: u64,
+    pub errors: u64,
+    #[serde(default)]
+    pub cancel_rejected: u64,
+    pub not_sent: u64,
+}
+
+fn load_sweep(dir: &Path, label: &str) -> Option<Sweep> {
+    let text = std::fs::read_to_string(dir.join(format!("{label}.sweep.json"))).ok()?;
+    serde_json::from_str(&text).ok()
+}
 
 fn load(dir: &Path, name: &str) -> Option<Report> {
     let text = std::fs::read_to_string(dir.join(name)).ok()?;
@@ -109,27 +140,35 @@ pub fn render(dir: &Path) -> Result<String> {
             }
         }
     }
-    let mut half = String::new();
+    let mut sweep = String::new();
     for (label, desc) in ROWS {
-        if let Some(h) = load(dir, &format!("{label}.half.json")) {
+        let Some(sw) = load_sweep(dir, label) else {
+            continue;
+        };
+        for p in &sw.points {
             writeln!(
-                half,
-                "| {desc} | {:.0} | {} | {} | {} | {} |",
-                h.target_rate.unwrap_or(0.0),
-                h.latency_us.p50,
-                h.latency_us.p99,
-                h.latency_us.p999,
-                h.errors - h.cancel_rejected
+                sweep,
+                "| {desc} | {}% | {:.0} | {:.0} | {} | {} | {} | {} |",
+                p.pct,
+                p.rate,
+                p.achieved_rate,
+                p.p50_us,
+                p.p99_us,
+                p.p999_us,
+                p.errors - p.cancel_rejected + p.not_sent
             )?;
         }
     }
-    if !half.is_empty() {
-        writeln!(out, "\nOpen loop at half of each target's own max:\n")?;
+    if !sweep.is_empty() {
         writeln!(
             out,
-            "| target | rate req/s | p50 µs | p99 µs | p99.9 µs | errors |\n|---|---:|---:|---:|---:|---:|"
+            "\nOpen-loop sweep at a percentage of each target's own max (latency from the intended send time):\n"
         )?;
-        out.push_str(&half);
+        writeln!(
+            out,
+            "| target | % of max | rate req/s | achieved | p50 µs | p99 µs | p99.9 µs | errors + not sent |\n|---|---:|---:|---:|---:|---:|---:|---:|"
+        )?;
+        out.push_str(&sweep);
     }
     if let Ok(text) = std::fs::read_to_string(dir.join("kafka-raw.json"))
         && let Ok(k) = serde_json::from_str::<ProduceReport>(&text)

@@ -24,13 +24,13 @@
 //! partition's own order.
 
 use std::collections::VecDeque;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use oms_core::codec;
 use oms_core::command::Command;
 use oms_core::instrument::InstrumentTable;
-use oms_core::ports::{Checkpoint, LogError, OrderLog};
+use oms_core::ports::{AppendOutcomes, BatchId, Checkpoint, LogError, OrderLog};
 use parking_lot::{Condvar, Mutex};
 use rdkafka::bindings::{rd_kafka_message_status, rd_kafka_msg_status_t};
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -58,30 +58,46 @@ const PURGE_GRACE: Duration = Duration::from_millis(200);
 /// Replay pauses a partition whose merge buffer holds this many records.
 const REPLAY_BUFFER_HIGH: usize = 20_000;
 
-/// Delivery accounting of the batch being appended.
-#[derive(Debug, Default)]
-struct Batch {
-    /// Generation of the current batch; reports of older batches are ignored.
-    generation: usize,
+/// Delivery accounting of one batch in flight.
+#[derive(Debug)]
+struct Inflight {
+    id: BatchId,
+    /// Records handed to librdkafka; `usize::MAX` while the batch is still being handed over.
     expected: usize,
     acked: usize,
     not_persisted: usize,
     possibly_persisted: usize,
     first_error: Option<String>,
+    /// Handing the batch over stopped early with this error (some records may be in flight).
+    send_error: Option<LogError>,
+    deadline: Instant,
 }
 
-impl Batch {
+impl Inflight {
     fn reported(&self) -> usize {
         self.acked + self.not_persisted + self.possibly_persisted
     }
+
+    fn complete(&self) -> bool {
+        self.expected != usize::MAX && self.reported() >= self.expected
+    }
+}
+
+/// What the producer's delivery callback and the outcome waiter share: the batches in flight
+/// (a handful; searched linearly), a condition variable signalled when one completes, and the
+/// producer (to purge it when a batch fails).
+struct Shared {
+    batches: Mutex<VecDeque<Inflight>>,
+    done: Condvar,
+    producer: Mutex<Weak<ThreadedProducer<LogContext>>>,
+    ack_timeout: Duration,
 }
 
 /// Producer context: counts delivery reports (on librdkafka's polling thread) and wakes the
-/// publish thread when the batch is complete.
+/// waiter when a batch is complete.
 struct LogContext {
     stats: StatsContext,
-    batch: Mutex<Batch>,
-    done: Condvar,
+    shared: Arc<Shared>,
 }
 
 impl ClientContext for LogContext {
@@ -96,11 +112,11 @@ impl ClientContext for LogContext {
 impl ProducerContext for LogContext {
     type DeliveryOpaque = usize;
 
-    fn delivery(&self, result: &DeliveryResult<'_>, generation: usize) {
-        let mut b = self.batch.lock();
-        if b.generation != generation {
-            return; // a record of a batch we already gave up on
-        }
+    fn delivery(&self, result: &DeliveryResult<'_>, id: usize) {
+        let mut q = self.shared.batches.lock();
+        let Some(b) = q.iter_mut().find(|b| b.id == id as BatchId) else {
+            return; // a record of a batch already decided
+        };
         match result {
             Ok(_) => b.acked += 1,
             Err((err, msg)) => {
@@ -117,22 +133,112 @@ impl ProducerContext for LogContext {
                 }
             }
         }
-        if b.reported() >= b.expected {
-            self.done.notify_all();
+        if b.complete() {
+            self.shared.done.notify_all();
         }
+    }
+}
+
+impl Shared {
+    /// Waits until batch `id` is fully reported or its deadline passes; true if every record
+    /// was acknowledged and the whole batch was handed over.
+    fn wait_reported(&self, id: BatchId) -> bool {
+        let mut q = self.batches.lock();
+        loop {
+            let Some(b) = q.iter().find(|b| b.id == id) else {
+                return false;
+            };
+            if b.complete() {
+                return b.send_error.is_none() && b.acked == b.expected;
+            }
+            let deadline = b.deadline;
+            if Instant::now() >= deadline {
+                return false;
+            }
+            self.done.wait_until(&mut q, deadline);
+        }
+    }
+
+    /// Forgets batch `id` (later reports of it are ignored).
+    fn remove(&self, id: BatchId) -> Option<Inflight> {
+        let mut q = self.batches.lock();
+        let i = q.iter().position(|b| b.id == id)?;
+        q.remove(i)
+    }
+
+    /// Gives up on batch `id`: purges what librdkafka still holds (which fails every later
+    /// batch in flight too; each is then decided by its own wait), waits briefly for the
+    /// purge reports and classifies the batch.
+    fn abandon(&self, id: BatchId) -> LogError {
+        if let Some(p) = self.producer.lock().upgrade() {
+            p.purge(PurgeConfig::default().queue().inflight());
+        }
+        let grace = Instant::now() + PURGE_GRACE;
+        let mut q = self.batches.lock();
+        while q.iter().any(|b| b.id == id && !b.complete()) {
+            if self.done.wait_until(&mut q, grace).timed_out() {
+                break;
+            }
+        }
+        drop(q);
+        let Some(b) = self.remove(id) else {
+            return LogError::Timeout(self.ack_timeout);
+        };
+        let expected = if b.expected == usize::MAX {
+            // Still being handed over when the deadline passed: count it as unknown.
+            b.reported() + 1
+        } else {
+            b.expected
+        };
+        let unknown = expected.saturating_sub(b.reported()) + b.possibly_persisted;
+        let detail = b.first_error.clone().unwrap_or_default();
+        if unknown > 0 {
+            tracing::warn!(target: "oms_kafka", unknown, %detail, "order log append: outcome unknown");
+            return LogError::Timeout(self.ack_timeout);
+        }
+        match b.send_error {
+            Some(e) => e,
+            None => LogError::Unavailable(if detail.is_empty() {
+                "records not delivered".into()
+            } else {
+                detail
+            }),
+        }
+    }
+
+    /// The outcome of batch `id`, with the meaning of [`OrderLog::append`]'s.
+    fn outcome(&self, id: BatchId) -> Result<(), LogError> {
+        if self.wait_reported(id) {
+            self.remove(id);
+            return Ok(());
+        }
+        Err(self.abandon(id))
+    }
+}
+
+/// [`AppendOutcomes`] of a [`KafkaLog`]: waits on the delivery reports (see module docs).
+struct KafkaOutcomes {
+    shared: Arc<Shared>,
+}
+
+impl AppendOutcomes for KafkaOutcomes {
+    fn wait(&mut self, id: BatchId) -> Result<(), LogError> {
+        self.shared.outcome(id)
     }
 }
 
 /// The order log on Kafka. See the module documentation for the failure semantics.
 pub struct KafkaLog {
-    producer: ThreadedProducer<LogContext>,
-    ctx: Arc<LogContext>,
+    producer: Arc<ThreadedProducer<LogContext>>,
+    shared: Arc<Shared>,
+    stats: Arc<KafkaStats>,
     cfg: KafkaConfig,
     topic: String,
     /// Symbol name by `SymbolId`: the record key.
     keys: Vec<String>,
     partitions: i32,
-    generation: usize,
+    /// Id of the last batch handed over.
+    generation: BatchId,
     buf: Vec<u8>,
     rebuilds: u64,
     /// Transactional mode: `init_transactions` done on the current producer.
@@ -148,7 +254,8 @@ const ABORT_TIMEOUT: Duration = Duration::from_millis(500);
 fn build_producer(
     cfg: &KafkaConfig,
     stats: &Arc<KafkaStats>,
-) -> Result<(ThreadedProducer<LogContext>, Arc<LogContext>), KafkaAdapterError> {
+    shared: &Arc<Shared>,
+) -> Result<Arc<ThreadedProducer<LogContext>>, KafkaAdapterError> {
     let ack_ms = cfg.ack_timeout.as_millis().max(1);
     let mut c = cfg.base("orders-producer");
     c.set("enable.idempotence", "true")
@@ -176,12 +283,11 @@ fn build_producer(
         stats: StatsContext {
             stats: stats.clone(),
         },
-        batch: Mutex::new(Batch::default()),
-        done: Condvar::new(),
+        shared: Arc::clone(shared),
     };
-    let producer: ThreadedProducer<LogContext> = c.create_with_context(ctx)?;
-    let ctx = producer.context().clone();
-    Ok((producer, ctx))
+    let producer = Arc::new(c.create_with_context::<_, ThreadedProducer<LogContext>>(ctx)?);
+    *shared.producer.lock() = Arc::downgrade(&producer);
+    Ok(producer)
 }
 
 impl KafkaLog {
@@ -192,12 +298,19 @@ impl KafkaLog {
         instruments: &InstrumentTable,
     ) -> Result<Self, KafkaAdapterError> {
         let stats = Arc::new(KafkaStats::default());
-        let (producer, ctx) = build_producer(cfg, &stats)?;
+        let shared = Arc::new(Shared {
+            batches: Mutex::new(VecDeque::new()),
+            done: Condvar::new(),
+            producer: Mutex::new(Weak::new()),
+            ack_timeout: cfg.ack_timeout,
+        });
+        let producer = build_producer(cfg, &stats, &shared)?;
         let topic = cfg.topics().orders;
         let partitions = partition_count(producer.client(), &topic, cfg.ack_timeout)?;
         Ok(KafkaLog {
             producer,
-            ctx,
+            shared,
+            stats,
             cfg: cfg.clone(),
             topic,
             keys: instruments.iter().map(|i| i.symbol.clone()).collect(),
@@ -212,18 +325,17 @@ impl KafkaLog {
 
     /// An idempotent producer that hit a fatal error (e.g. the broker lost its producer
     /// state) refuses every later record; replace it. Records the old one still held were
-    /// already reported as failed (purged before the report).
+    /// already reported as failed (purged before the report), or are decided as unknown at
+    /// their deadline.
     fn heal(&mut self) -> Result<(), LogError> {
         if let Some((code, reason)) = self.producer.client().fatal_error() {
             tracing::warn!(target: "oms_kafka", ?code, reason, "order log producer fatal; recreating it");
         } else if !self.txn_poisoned {
             return Ok(());
         }
-        let stats = self.ctx.stats.stats.clone();
-        let (producer, ctx) =
-            build_producer(&self.cfg, &stats).map_err(|e| LogError::Unavailable(e.to_string()))?;
+        let producer = build_producer(&self.cfg, &self.stats, &self.shared)
+            .map_err(|e| LogError::Unavailable(e.to_string()))?;
         self.producer = producer;
-        self.ctx = ctx;
         self.rebuilds += 1;
         self.txn_ready = false;
         self.txn_poisoned = false;
@@ -237,7 +349,7 @@ impl KafkaLog {
 
     /// librdkafka statistics of the producer (for `/metrics`).
     pub fn stats(&self) -> Arc<KafkaStats> {
-        self.ctx.stats.stats.clone()
+        self.stats.clone()
     }
 
     pub fn topic(&self) -> &str {
@@ -246,6 +358,11 @@ impl KafkaLog {
 
     pub fn partitions(&self) -> i32 {
         self.partitions
+    }
+
+    /// Batches handed over whose outcome has not been taken yet.
+    pub fn in_flight(&self) -> usize {
+        self.shared.batches.lock().len()
     }
 
     fn send_one(
@@ -288,7 +405,7 @@ impl KafkaLog {
                     value: Some(c.as_str()),
                 });
             }
-            let mut record = BaseRecord::with_opaque_to(&self.topic, self.generation)
+            let mut record = BaseRecord::with_opaque_to(&self.topic, self.generation as usize)
                 .key(key)
                 .payload(&self.buf[..])
                 .headers(headers);
@@ -315,48 +432,44 @@ impl KafkaLog {
         Ok(())
     }
 
-    /// Waits until `expected` records of the current batch are reported (or the deadline);
-    /// true if all were acknowledged.
-    fn wait_acked(&self, expected: usize, deadline: Instant) -> bool {
-        let mut b = self.ctx.batch.lock();
-        b.expected = expected;
-        while b.reported() < expected {
-            if self.ctx.done.wait_until(&mut b, deadline).timed_out() {
+    /// Hands every record of `batch` to librdkafka as a new batch in flight. `Err` only if
+    /// nothing was handed over; an error after some records is kept for the outcome.
+    fn hand_over(&mut self, batch: &[Command], deadline: Instant) -> Result<BatchId, LogError> {
+        self.generation = self.generation.wrapping_add(1) % (usize::MAX as BatchId - 1);
+        let id = self.generation;
+        self.shared.batches.lock().push_back(Inflight {
+            id,
+            expected: usize::MAX, // not complete until every record is handed over
+            acked: 0,
+            not_persisted: 0,
+            possibly_persisted: 0,
+            first_error: None,
+            send_error: None,
+            deadline,
+        });
+        let mut expected = 0;
+        let mut failure = None;
+        for cmd in batch {
+            if let Err(e) = self.send_one(cmd, deadline, &mut expected) {
+                failure = Some(e);
                 break;
             }
         }
-        b.acked == expected
-    }
-
-    /// Gives up on the current batch: purges what librdkafka still holds, waits briefly for
-    /// the purge reports and classifies the batch.
-    fn abandon(&mut self, cause: Option<LogError>) -> LogError {
-        self.producer
-            .purge(PurgeConfig::default().queue().inflight());
-        let grace = Instant::now() + PURGE_GRACE;
-        let mut b = self.ctx.batch.lock();
-        while b.reported() < b.expected {
-            if self.ctx.done.wait_until(&mut b, grace).timed_out() {
-                break;
+        if expected == 0
+            && let Some(e) = failure
+        {
+            self.shared.remove(id);
+            return Err(e);
+        }
+        let mut q = self.shared.batches.lock();
+        if let Some(b) = q.iter_mut().find(|b| b.id == id) {
+            b.expected = expected;
+            b.send_error = failure;
+            if b.complete() {
+                self.shared.done.notify_all();
             }
         }
-        let unknown = b.expected - b.reported() + b.possibly_persisted;
-        let detail = b.first_error.clone().unwrap_or_default();
-        // Ignore whatever else arrives for this batch.
-        b.generation = usize::MAX;
-        drop(b);
-        if unknown > 0 {
-            tracing::warn!(target: "oms_kafka", unknown, %detail, "order log append: outcome unknown");
-            return LogError::Timeout(self.cfg.ack_timeout);
-        }
-        match cause {
-            Some(e) => e,
-            None => LogError::Unavailable(if detail.is_empty() {
-                "records not delivered".into()
-            } else {
-                detail
-            }),
-        }
+        Ok(id)
     }
 
     /// Transactional append: begin, produce, commit; on failure abort. Only a commit whose
@@ -377,31 +490,24 @@ impl KafkaLog {
             self.txn_poisoned = true;
             return Err(unavailable(e));
         }
-        self.generation = self.generation.wrapping_add(1) % (usize::MAX - 1);
-        *self.ctx.batch.lock() = Batch {
-            generation: self.generation,
-            expected: usize::MAX,
-            ..Batch::default()
-        };
-        let mut expected = 0;
         let mut failure = None;
-        for cmd in batch {
-            if let Err(e) = self.send_one(cmd, deadline, &mut expected) {
-                failure = Some(e);
-                break;
+        match self.hand_over(batch, deadline) {
+            // Wait for the delivery reports ourselves first: rdkafka's `commit_transaction`
+            // flushes by polling in 100 ms steps, which would make every batch cost 100 ms.
+            Ok(id) => {
+                if !self.shared.wait_reported(id) {
+                    let b = self.shared.remove(id);
+                    failure = Some(
+                        b.and_then(|b| b.send_error.or(b.first_error.map(LogError::Unavailable)))
+                            .unwrap_or_else(|| {
+                                LogError::Unavailable("records not acknowledged in time".into())
+                            }),
+                    );
+                } else {
+                    self.shared.remove(id);
+                }
             }
-        }
-        // Wait for the delivery reports ourselves first: rdkafka's `commit_transaction`
-        // flushes by polling in 100 ms steps, which would make every batch cost 100 ms.
-        if failure.is_none() && !self.wait_acked(expected, deadline) {
-            failure = Some(LogError::Unavailable(
-                self.ctx
-                    .batch
-                    .lock()
-                    .first_error
-                    .clone()
-                    .unwrap_or_else(|| "records not acknowledged in time".into()),
-            ));
+            Err(e) => failure = Some(e),
         }
         if failure.is_none() {
             match self.producer.commit_transaction(remaining()) {
@@ -441,24 +547,28 @@ impl OrderLog for KafkaLog {
         if self.cfg.transactional_id.is_some() {
             return self.append_txn(batch, deadline);
         }
-        self.generation = self.generation.wrapping_add(1) % (usize::MAX - 1);
-        *self.ctx.batch.lock() = Batch {
-            generation: self.generation,
-            expected: usize::MAX, // not complete until every record is handed over
-            ..Batch::default()
-        };
-        let mut expected = 0;
-        for cmd in batch {
-            if let Err(e) = self.send_one(cmd, deadline, &mut expected) {
-                self.ctx.batch.lock().expected = expected;
-                return Err(self.abandon(Some(e)));
-            }
+        let id = self.hand_over(batch, deadline)?;
+        self.shared.outcome(id)
+    }
+
+    /// Pipelined appends (several batches in flight), except in transactional mode, where
+    /// each batch is one transaction committed before the next begins.
+    fn outcomes(&mut self) -> Option<Box<dyn AppendOutcomes>> {
+        if self.cfg.transactional_id.is_some() {
+            return None;
         }
-        if self.wait_acked(expected, deadline) {
-            return Ok(());
+        Some(Box::new(KafkaOutcomes {
+            shared: Arc::clone(&self.shared),
+        }))
+    }
+
+    fn submit(&mut self, batch: &[Command]) -> Result<BatchId, LogError> {
+        if self.cfg.transactional_id.is_some() {
+            return self.append(batch).map(|()| 0);
         }
-        // Some record failed or is still unreported at the deadline.
-        Err(self.abandon(None))
+        self.heal()?;
+        let deadline = Instant::now() + self.cfg.ack_timeout;
+        self.hand_over(batch, deadline)
     }
 
     fn replay(

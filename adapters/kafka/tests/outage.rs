@@ -90,6 +90,90 @@ fn outage(transactional: bool) {
     assert_eq!(got, want);
 }
 
+/// Pipelined appends: the broker is killed with four batches in flight (frozen first, so none
+/// can be acknowledged before the kill). Every batch is decided within the bound, none is
+/// reported durable, and after a restart the log holds exactly the batches acknowledged
+/// since: nothing of a failed batch is delivered later, nothing acknowledged is missing or
+/// doubled.
+#[test]
+fn broker_killed_with_several_batches_in_flight() {
+    if broker_or_skip().is_none() {
+        return; // services unavailable and skipping allowed
+    }
+    let mut broker = OwnBroker::start();
+    let b = broker.brokers();
+    let p = prefix("inflight");
+    create_topics(&b, &p, 2, 1, 1).unwrap();
+    let mut cfg = KafkaConfig::new(&b, &p);
+    cfg.ack_timeout = Duration::from_millis(1000);
+    let mut log = KafkaLog::new(&cfg, &InstrumentTable::demo()).unwrap();
+    let mut outcomes = log.outcomes().expect("the Kafka log is pipelined");
+    let first = log.submit(&stream(1, 10)).unwrap();
+    outcomes.wait(first).expect("append while up");
+
+    broker.freeze();
+    let ids: Vec<_> = (0..4)
+        .map(|i| log.submit(&stream(100 + i * 10, 10)).expect("hand over"))
+        .collect();
+    assert!(
+        log.in_flight() >= 3,
+        "batches in flight at the kill: {}",
+        log.in_flight()
+    );
+    broker.stop();
+    let start = Instant::now();
+    for (i, id) in ids.iter().enumerate() {
+        let r = outcomes.wait(*id);
+        assert!(
+            matches!(r, Err(LogError::Unavailable(_) | LogError::Timeout(_))),
+            "batch {i} with the broker dead: {r:?}"
+        );
+    }
+    // Each batch's own bound (1 s + 200 ms grace) runs from its submission, so all four
+    // are decided within about one bound, with generous slack for a loaded machine.
+    let took = start.elapsed();
+    assert!(took < Duration::from_secs(6), "four outcomes took {took:?}");
+    assert_eq!(log.in_flight(), 0);
+
+    broker.restart();
+    create_topics(&b, &p, 2, 1, 1).unwrap();
+    let end = Instant::now() + Duration::from_secs(20);
+    let mut acked: Vec<u64> = Vec::new();
+    let mut round = 0;
+    while acked.len() < 30 {
+        let batch = stream(5_000 + round * 10, 10);
+        round += 1;
+        // Three in flight at once again, decided in order.
+        let id = log.submit(&batch).expect("hand over");
+        match outcomes.wait(id) {
+            Ok(()) => acked.extend(batch.iter().map(|c| c.ts())),
+            Err(e) => {
+                assert!(
+                    Instant::now() < end,
+                    "append still failing after restart: {e}"
+                );
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
+    }
+    let mut inflight = Vec::new();
+    for r in 0..3 {
+        let batch = stream(9_000 + r * 10, 10);
+        inflight.push((log.submit(&batch).expect("hand over"), batch));
+    }
+    for (id, batch) in inflight {
+        outcomes.wait(id).expect("pipelined append after restart");
+        acked.extend(batch.iter().map(|c| c.ts()));
+    }
+    let mut got = Vec::new();
+    log.replay(&Checkpoint::start(), &mut |c| got.push(c.ts()))
+        .unwrap();
+    assert_eq!(
+        got, acked,
+        "the log after the restart: exactly the acknowledged batches"
+    );
+}
+
 #[test]
 fn wait_ready_fails_fast_on_a_closed_port() {
     let start = Instant::now();

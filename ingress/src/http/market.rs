@@ -265,7 +265,7 @@ pub async fn candles(app: &Arc<App>, req: Request<Incoming>) -> Outcome {
                     (
                         ApiError::bad_request(
                             "INVALID_PARAMETER",
-                            "interval must be one of 1s, 1m, 5m, 1h",
+                            "interval must be one of 1s, 1m, 5m, 1h, 1d",
                         )
                         .field("interval"),
                         None,

@@ -5,6 +5,7 @@
 // to every rejected request for no gain.
 #![allow(clippy::result_large_err)]
 
+pub mod assets;
 pub mod auth;
 pub mod error;
 pub mod market;
@@ -56,6 +57,8 @@ pub struct App {
     pub default_equity: Option<oms_core::Money>,
     /// Set with `--query-store mongo`: GET order routes read the projection.
     pub order_store: Option<std::sync::Arc<crate::backends::StorePool>>,
+    /// The WebSocket endpoint `/ws`.
+    pub ws: crate::ws::WsHandle,
 }
 
 /// A successful answer: status, JSON body, and whether it is an idempotent replay.
@@ -243,6 +246,9 @@ fn route(method: &Method, path: &str) -> (Route, Result<(), ApiError>) {
 
 /// Handles one request end to end.
 pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    if let Some(page) = assets::serve(req.method(), req.uri().path(), req.headers()) {
+        return page;
+    }
     let ctx = Ctx {
         correlation_id: app.correlation_id(&req),
         started: Instant::now(),
@@ -362,9 +368,17 @@ pub async fn serve(
         tokio::spawn(async move {
             let svc = service_fn(move |req| {
                 let app = Arc::clone(&app);
-                async move { Ok::<_, Infallible>(handle(app, req).await) }
+                async move {
+                    if crate::ws::is_ws(&req) {
+                        return Ok::<_, Infallible>(crate::ws::upgrade(&app.ws, req));
+                    }
+                    Ok::<_, Infallible>(handle(app, req).await)
+                }
             });
-            if let Err(e) = builder.serve_connection(TokioIo::new(stream), svc).await {
+            if let Err(e) = builder
+                .serve_connection_with_upgrades(TokioIo::new(stream), svc)
+                .await
+            {
                 tracing::debug!(error = %e, "connection ended with an error");
             }
         });

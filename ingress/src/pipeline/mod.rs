@@ -1,5 +1,10 @@
 //! The order pipeline: a multi-producer disruptor ring between the HTTP tasks and four
-//! dependent stages (validate ▶ idempotency ▶ risk ▶ publish), each on its own thread.
+//! dependent stages (validate ▶ idempotency ▶ risk ▶ publish).
+//!
+//! Two layouts (`--stages`): `threads` runs each stage on its own thread (for machines with
+//! a core per stage); `fused` runs validate, idempotency and risk in one handler on one thread
+//! (`oms-stages`) and publish on another, which on a machine with fewer cores than stages
+//! saves two thread hand-offs per request. `auto` (the default) picks `fused` below 6 cores.
 //!
 //! HTTP tasks claim a slot with `try_publish` and write the request into it in place; if the
 //! ring stays full for `ring_full_wait` they answer 503 `OVERLOADED`. A request waits for its
@@ -25,7 +30,7 @@ use disruptor::{
 use tokio::sync::oneshot;
 
 use self::slot::{ABANDONED, QUEUED, Reply, Slot, SlotData, Ticket};
-use crate::config::WaitKind;
+use crate::config::{StageLayout, WaitKind};
 use crate::http::error::ApiError;
 use crate::metrics::Metrics;
 
@@ -78,7 +83,7 @@ impl Wakers {
 }
 
 thread_local! {
-    static STAGE: std::cell::Cell<Option<usize>> = const { std::cell::Cell::new(None) };
+    static STAGE: std::cell::Cell<Option<(usize, usize)>> = const { std::cell::Cell::new(None) };
     static WORKED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
@@ -98,22 +103,24 @@ pub struct Park {
 
 impl WaitStrategy for Park {
     fn wait_for(&self, _sequence: i64) {
-        let i = STAGE.get().unwrap_or_else(|| {
-            let i = match std::thread::current().name() {
-                Some("oms-validate") => 0,
-                Some("oms-idempotency") => 1,
-                Some("oms-risk") => 2,
-                Some("oms-publish") => 3,
-                _ => usize::MAX,
+        let (_, next) = STAGE.get().unwrap_or_else(|| {
+            // (waker slot of this thread, slot of the stage after it)
+            let (i, next) = match std::thread::current().name() {
+                Some("oms-validate") => (0, 1),
+                Some("oms-idempotency") => (1, 2),
+                Some("oms-risk") => (2, 3),
+                Some("oms-stages") => (0, 3),
+                Some("oms-publish") => (3, usize::MAX),
+                _ => (usize::MAX, usize::MAX),
             };
             if let Some(slot) = self.wakers.threads.get(i) {
                 let _ = slot.set(std::thread::current());
             }
-            STAGE.set(Some(i));
-            i
+            STAGE.set(Some((i, next)));
+            (i, next)
         });
         if WORKED.replace(false) {
-            self.wakers.wake(i.saturating_add(1));
+            self.wakers.wake(next);
         }
         std::thread::park_timeout(Duration::from_millis(1));
     }
@@ -137,10 +144,47 @@ pub struct Stages<V, R> {
     pub publish: stages::PublishStage,
 }
 
+/// Validate, idempotency and risk in one handler, on one thread: each slot is validated and
+/// handed to the (batching) idempotency stage; risk runs over the whole ring batch once the
+/// idempotency verdicts are in (at the end of the batch, when that stage has flushed).
+struct Fused<V, R> {
+    validate: V,
+    idem: idempotency::IdempotencyStage,
+    risk: R,
+    held: Vec<*const Slot>,
+}
+
+// SAFETY: the raw slot pointers in `held` are only dereferenced on the handler's own thread,
+// within the ring batch they were collected in (the disruptor publishes this consumer's cursor,
+// letting later stages and producers at those slots, only after the batch's last event).
+unsafe impl<V: Send, R: Send> Send for Fused<V, R> {}
+
+impl<V, R> Fused<V, R>
+where
+    V: FnMut(&Slot, i64, bool),
+    R: FnMut(&Slot, i64, bool),
+{
+    fn handle(&mut self, slot: &Slot, seq: i64, eob: bool) {
+        (self.validate)(slot, seq, eob);
+        self.idem.handle(slot, seq, eob);
+        self.held.push(slot as *const Slot);
+        if eob {
+            let n = self.held.len();
+            for (i, p) in self.held.drain(..).enumerate() {
+                // SAFETY: see the `Send` impl: `p` is a slot of the current batch, still owned
+                // by this consumer; the idempotency stage has flushed (end of batch).
+                let s = unsafe { &*p };
+                (self.risk)(s, seq, i + 1 == n);
+            }
+        }
+    }
+}
+
 /// Ring settings.
 pub struct RingConfig {
     pub size: usize,
     pub wait: WaitKind,
+    pub layout: StageLayout,
     /// Cores for validate, idempotency, risk, publish (missing entries: unpinned).
     pub pin: Vec<Option<usize>>,
     pub ack_timeout: Duration,
@@ -191,6 +235,9 @@ where
     V: FnMut(&Slot, i64, bool) + Send + 'static,
     R: FnMut(&Slot, i64, bool) + Send + 'static,
 {
+    if cfg.layout.fused() {
+        return install_fused(cfg, wait, wakers, s);
+    }
     let mut publish = s.publish;
     let mut idem = s.idempotency;
     let b = build_multi_producer(cfg.size, Slot::new, wait);
@@ -223,6 +270,46 @@ where
         .handle_events_with(waking(s.risk, wakers, 3))
         .and_then();
     let b = match cfg.pin.get(3).copied().flatten() {
+        Some(c) => b.pin_at_core(c),
+        None => b,
+    };
+    b.thread_name("oms-publish")
+        .handle_events_with(move |slot: &Slot, seq: i64, eob: bool| publish.handle(slot, seq, eob))
+        .build()
+}
+
+fn install_fused<W, V, R>(
+    cfg: &RingConfig,
+    wait: W,
+    wakers: &'static Wakers,
+    s: Stages<V, R>,
+) -> RingProducer
+where
+    W: WaitStrategy + 'static,
+    V: FnMut(&Slot, i64, bool) + Send + 'static,
+    R: FnMut(&Slot, i64, bool) + Send + 'static,
+{
+    let mut publish = s.publish;
+    let mut front = Fused {
+        validate: s.validate,
+        idem: s.idempotency,
+        risk: s.risk,
+        held: Vec::with_capacity(cfg.size),
+    };
+    let b = build_multi_producer(cfg.size, Slot::new, wait);
+    let b = match cfg.pin.first().copied().flatten() {
+        Some(c) => b.pin_at_core(c),
+        None => b,
+    };
+    let b = b
+        .thread_name("oms-stages")
+        .handle_events_with(waking(
+            move |slot: &Slot, seq: i64, eob: bool| front.handle(slot, seq, eob),
+            wakers,
+            3,
+        ))
+        .and_then();
+    let b = match cfg.pin.get(1).copied().flatten() {
         Some(c) => b.pin_at_core(c),
         None => b,
     };

@@ -194,6 +194,16 @@ impl OwnBroker {
         }
     }
 
+    /// Freezes the broker (SIGSTOP): connections stay open, nothing is answered.
+    pub fn freeze(&mut self) {
+        let pid = self.child.as_ref().expect("broker running").id();
+        let ok = Proc::new("kill")
+            .args(["-STOP", &pid.to_string()])
+            .status()
+            .expect("run kill -STOP");
+        assert!(ok.success(), "kill -STOP {pid}");
+    }
+
     /// Kills the broker (SIGKILL, by our child's pid) and reaps it.
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
