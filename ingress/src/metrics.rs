@@ -443,7 +443,13 @@ pub struct Metrics {
     pub abandoned: Counter,
     /// Adapter metrics (Kafka, Redis, Mongo), read on scrape.
     pub extra: ExtraSources,
+    /// Families rendered as text by their owner (the WebSocket fan-out's metrics), appended
+    /// after the registry's.
+    text_sources: parking_lot::Mutex<Vec<TextSource>>,
 }
+
+/// Writes complete metric families (HELP, TYPE, samples) in text format 0.0.4.
+pub type TextSource = Box<dyn Fn(&mut String) + Send + Sync>;
 
 /// Where adapters add their [`MetricSource`]s (`metrics.extra.lock().extend(…)`).
 pub struct ExtraSources(Sources);
@@ -604,6 +610,7 @@ impl Default for Metrics {
             store_errors,
             abandoned,
             extra: ExtraSources(sources),
+            text_sources: parking_lot::Mutex::new(Vec::new()),
         }
     }
 }
@@ -627,6 +634,11 @@ impl Metrics {
                 })
             })
             .observe(latency);
+    }
+
+    /// Adds families a component renders itself (see [`TextSource`]).
+    pub fn add_text_source(&self, f: TextSource) {
+        self.text_sources.lock().push(f);
     }
 
     /// The latency histogram of one pipeline stage.
@@ -667,6 +679,9 @@ impl Metrics {
         let mut o = String::with_capacity(32 * 1024);
         if let Err(e) = prometheus_text::encode(&mut o, &self.registry) {
             tracing::error!(error = %e, "encoding /metrics");
+        }
+        for f in self.text_sources.lock().iter() {
+            f(&mut o);
         }
         o
     }

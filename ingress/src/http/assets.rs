@@ -117,8 +117,14 @@ mod tests {
 
     #[test]
     fn gzip_is_sent_only_when_accepted() {
-        assert!(accepts_gzip(&hm(&[("accept-encoding", "gzip, deflate, br")])));
-        assert!(accepts_gzip(&hm(&[("accept-encoding", "br;q=1.0, GZIP;q=0.5")])));
+        assert!(accepts_gzip(&hm(&[(
+            "accept-encoding",
+            "gzip, deflate, br"
+        )])));
+        assert!(accepts_gzip(&hm(&[(
+            "accept-encoding",
+            "br;q=1.0, GZIP;q=0.5"
+        )])));
         assert!(!accepts_gzip(&hm(&[("accept-encoding", "gzip;q=0, br")])));
         assert!(!accepts_gzip(&hm(&[("accept-encoding", "identity")])));
         assert!(!accepts_gzip(&HeaderMap::new()));
