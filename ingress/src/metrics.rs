@@ -8,9 +8,10 @@
 //! fixed-bucket atomic [`Histogram`], which implements the crate's `EncodeMetric`. The
 //! registry's own locks are taken only at registration and on scrape.
 //!
-//! Counting rule: `oms_rejections_total{code}` counts error **answers** by their stable code,
-//! once each, at the edge that sends them ([`Metrics::reject`]); the stage that decides a
-//! rejection does not count it too. A replayed stored answer is not a new rejection.
+//! Counting rule: `oms_rejections_total{code}` counts rejections by their stable code, once
+//! each: error answers at the edge that sends them ([`Metrics::reject`]), never also in the
+//! stage that decided them; a place's risk rejection, whose 422 is the stored order answer
+//! rather than an error, in the risk stage. A replayed stored answer is not counted again.
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
@@ -46,13 +47,6 @@ pub enum Route {
     Trades,
     Candles,
     Halt,
-    CancelAll,
-    CancelAllAfter,
-    BatchPlace,
-    BatchCancel,
-    GetByClientId,
-    CancelByClientId,
-    Audit,
     Health,
     Ready,
     Metrics,
@@ -61,7 +55,7 @@ pub enum Route {
 }
 
 impl Route {
-    pub const ALL: [Route; 24] = [
+    pub const ALL: [Route; 17] = [
         Route::PlaceOrder,
         Route::GetOrder,
         Route::ListOrders,
@@ -74,13 +68,6 @@ impl Route {
         Route::Trades,
         Route::Candles,
         Route::Halt,
-        Route::CancelAll,
-        Route::CancelAllAfter,
-        Route::BatchPlace,
-        Route::BatchCancel,
-        Route::GetByClientId,
-        Route::CancelByClientId,
-        Route::Audit,
         Route::Health,
         Route::Ready,
         Route::Metrics,
@@ -102,13 +89,6 @@ impl Route {
             Route::Trades => "GET /api/trades/{symbol}",
             Route::Candles => "GET /api/candles/{symbol}",
             Route::Halt => "POST /api/admin/halt",
-            Route::CancelAll => "DELETE /api/orders",
-            Route::CancelAllAfter => "POST /api/orders/cancel-all-after",
-            Route::BatchPlace => "POST /api/orders/batch",
-            Route::BatchCancel => "DELETE /api/orders/batch",
-            Route::GetByClientId => "GET /api/orders/by-client-id/{clientOrderId}",
-            Route::CancelByClientId => "DELETE /api/orders/by-client-id/{clientOrderId}",
-            Route::Audit => "GET /api/admin/audit",
             Route::Health => "GET /health",
             Route::Ready => "GET /ready",
             Route::Metrics => "GET /metrics",
@@ -463,24 +443,13 @@ pub struct Metrics {
     pub abandoned: Counter,
     /// Adapter metrics (Kafka, Redis, Mongo), read on scrape.
     pub extra: ExtraSources,
-    /// Families rendered as Prometheus text by their owners (the `/ws` fan-out's histogram and
-    /// labelled counters live in its own atomics), appended after the registry's output.
-    pub text: TextSources,
+    /// Families rendered as text by their owner (the WebSocket fan-out's metrics), appended
+    /// after the registry's.
+    text_sources: parking_lot::Mutex<Vec<TextSource>>,
 }
 
-/// A renderer of Prometheus text (format 0.0.4) families, called on scrape.
+/// Writes complete metric families (HELP, TYPE, samples) in text format 0.0.4.
 pub type TextSource = Box<dyn Fn(&mut String) + Send + Sync>;
-
-/// Where subsystems with their own atomics add a [`TextSource`]
-/// (`metrics.text.lock().push(…)`).
-#[derive(Default)]
-pub struct TextSources(parking_lot::Mutex<Vec<TextSource>>);
-
-impl TextSources {
-    pub fn lock(&self) -> parking_lot::MutexGuard<'_, Vec<TextSource>> {
-        self.0.lock()
-    }
-}
 
 /// Where adapters add their [`MetricSource`]s (`metrics.extra.lock().extend(…)`).
 pub struct ExtraSources(Sources);
@@ -641,7 +610,7 @@ impl Default for Metrics {
             store_errors,
             abandoned,
             extra: ExtraSources(sources),
-            text: TextSources::default(),
+            text_sources: parking_lot::Mutex::new(Vec::new()),
         }
     }
 }
@@ -665,6 +634,11 @@ impl Metrics {
                 })
             })
             .observe(latency);
+    }
+
+    /// Adds families a component renders itself (see [`TextSource`]).
+    pub fn add_text_source(&self, f: TextSource) {
+        self.text_sources.lock().push(f);
     }
 
     /// The latency histogram of one pipeline stage.
@@ -692,8 +666,7 @@ impl Metrics {
         self.log_health.healthy()
     }
 
-    /// Counts one error answer by its code. Called once per answer, by the edge that sends
-    /// it (never also by the stage that decided it), so one rejection counts once.
+    /// Counts one rejection by its code (see the module doc for who calls it).
     pub fn reject(&self, code: &str) {
         if let Some((c, h)) = self.rejection_handles.get_key_value(code) {
             h.get_or_init(|| self.rejections.get_or_create_owned(&CodeLabels { code: c }))
@@ -707,8 +680,8 @@ impl Metrics {
         if let Err(e) = prometheus_text::encode(&mut o, &self.registry) {
             tracing::error!(error = %e, "encoding /metrics");
         }
-        for render in self.text.lock().iter() {
-            render(&mut o);
+        for f in self.text_sources.lock().iter() {
+            f(&mut o);
         }
         o
     }

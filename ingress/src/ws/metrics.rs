@@ -1,7 +1,7 @@
-//! Metrics of the `/ws` fan-out, rendered into `/metrics` through [`Metrics::text`]
+//! Metrics of the `/ws` fan-out, rendered into `/metrics` through [`Metrics::add_text_source`]
 //! (kept in their own file so the HTTP metrics can evolve without touching these).
 //!
-//! [`Metrics::extra`]: crate::metrics::Metrics
+//! [`Metrics::add_text_source`]: crate::metrics::Metrics::add_text_source
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};

@@ -127,10 +127,7 @@ pub fn start(
     let metrics = Arc::new(WsMetrics::default());
     {
         let m = Arc::clone(&metrics);
-        http_metrics
-            .text
-            .lock()
-            .push(Box::new(move |o: &mut String| m.render(o)));
+        http_metrics.add_text_source(Box::new(move |o: &mut String| m.render(o)));
     }
     let (feed_tx, feed_rx) = crossbeam_channel::bounded(cfg.ws_hub_queue.max(16));
     let (control_tx, control_rx) = crossbeam_channel::unbounded();

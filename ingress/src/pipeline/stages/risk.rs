@@ -36,7 +36,12 @@ pub fn risk_stage(
                 Work::Place { cmd: Some(cmd), .. } => {
                     cmd.risk = match risk.check_place(&cmd.account, cmd.order_id, &cmd.order) {
                         Ok(reserved) => RiskDecision::Accepted { reserved },
-                        Err(code) => RiskDecision::Rejected(code),
+                        Err(code) => {
+                            // The 422 goes back as the stored order answer (not an error
+                            // the edge counts), so a place's risk rejection counts here.
+                            metrics.reject(code.as_str());
+                            RiskDecision::Rejected(code)
+                        }
                     };
                 }
                 Work::Amend { cmd, leaves } => {
