@@ -57,15 +57,15 @@ async fn a_batch_of_20_with_3_invalid_items_answers_each_in_place_and_replays() 
     let orders: Vec<Value> = (0..20)
         .map(|i| match i {
             // Refused by stage-1 validation (off tick).
-            3 => limit("BTC/USD", "BUY", "0.01", "40000.001"),
+            3 => limit("BTC/USD", "BUY", "0.01", "44000.001"),
             // Refused while parsing (unknown field).
             9 => {
-                json!({"symbol":"BTC/USD","side":"BUY","quantity":"0.01","price":"40000","oops":1})
+                json!({"symbol":"BTC/USD","side":"BUY","quantity":"0.01","price":"44000","oops":1})
             }
             // Refused by the strict decimal grammar.
-            16 => limit("BTC/USD", "BUY", "+0.01", "40000"),
+            16 => limit("BTC/USD", "BUY", "+0.01", "44000"),
             _ => json!({"symbol":"BTC/USD","side":"BUY","quantity":"0.01",
-                        "price": format!("{}", 40000 + i), "clientOrderId": format!("b-{i}")}),
+                        "price": format!("{}", 44000 + i), "clientOrderId": format!("b-{i}")}),
         })
         .collect();
     let k = key("batch");
@@ -150,7 +150,7 @@ async fn a_batch_of_20_with_3_invalid_items_answers_each_in_place_and_replays() 
 #[tokio::test]
 async fn client_order_ids_are_unique_among_open_orders_and_address_orders() {
     let s = Server::start().await;
-    let body = json!({"symbol":"BTC/USD","side":"BUY","quantity":"0.01","price":"40000","clientOrderId":"c-1"});
+    let body = json!({"symbol":"BTC/USD","side":"BUY","quantity":"0.01","price":"44000","clientOrderId":"c-1"});
     let first = s.place_ok("cid-1", &body).await;
 
     let dup = s.place("cid-1", &key("dup"), &body).await;
@@ -202,7 +202,7 @@ async fn client_order_ids_are_unique_among_open_orders_and_address_orders() {
         .place(
             "cid-1",
             &key("null"),
-            &json!({"symbol":"BTC/USD","side":"BUY","quantity":"0.01","price":"40000","clientOrderId":null}),
+            &json!({"symbol":"BTC/USD","side":"BUY","quantity":"0.01","price":"44000","clientOrderId":null}),
         )
         .await
         .expect(201, "null clientOrderId");
@@ -222,16 +222,16 @@ async fn client_order_ids_are_unique_among_open_orders_and_address_orders() {
 async fn cancel_all_filters_by_symbol_and_side() {
     let s = Server::start().await;
     let a = s
-        .place_ok("ca-1", &limit("BTC/USD", "BUY", "0.01", "40000"))
+        .place_ok("ca-1", &limit("BTC/USD", "BUY", "0.01", "44000"))
         .await;
     let b = s
-        .place_ok("ca-1", &limit("BTC/USD", "SELL", "0.01", "50000"))
+        .place_ok("ca-1", &limit("BTC/USD", "SELL", "0.01", "46000"))
         .await;
     let c = s
         .place_ok("ca-1", &limit("ETH/USD", "BUY", "0.1", "2500"))
         .await;
     let other = s
-        .place_ok("ca-2", &limit("BTC/USD", "BUY", "0.01", "40000"))
+        .place_ok("ca-2", &limit("BTC/USD", "BUY", "0.01", "44000"))
         .await;
 
     let r = s
@@ -284,7 +284,7 @@ async fn an_unrefreshed_dead_mans_switch_cancels_everything_and_is_audited() {
     let mut s = Server::start().await;
     let mut ids = Vec::new();
     for (sym, px) in [
-        ("BTC/USD", "40000"),
+        ("BTC/USD", "44000"),
         ("ETH/USD", "2500"),
         ("SOL/USD", "100"),
     ] {
@@ -292,7 +292,7 @@ async fn an_unrefreshed_dead_mans_switch_cancels_everything_and_is_audited() {
         ids.push(o["orderId"].as_str().unwrap().to_owned());
     }
     let keep = s
-        .place_ok("dm-2", &limit("BTC/USD", "BUY", "0.01", "40000"))
+        .place_ok("dm-2", &limit("BTC/USD", "BUY", "0.01", "44000"))
         .await;
 
     // A disarmed switch never fires.
@@ -387,7 +387,7 @@ async fn an_unrefreshed_dead_mans_switch_cancels_everything_and_is_audited() {
 async fn state_changing_requests_are_audited_with_their_result() {
     let s = Server::start().await;
     let o = s
-        .place_ok("au-1", &limit("BTC/USD", "BUY", "0.01", "40000"))
+        .place_ok("au-1", &limit("BTC/USD", "BUY", "0.01", "44000"))
         .await;
     let id = o["orderId"].as_str().unwrap().to_owned();
     s.cancel("au-1", &id).await.expect(200, "cancel");
@@ -456,13 +456,13 @@ async fn the_server_holds_to_its_spec() {
     let s = Server::start().await;
     // Strict decimals.
     for (q, p) in [
-        ("+0.01", "40000"),
-        (" 0.01", "40000"),
-        ("0.01 ", "40000"),
-        ("0.01", "+40000"),
-        ("0.01", " 40000"),
-        ("-0", "40000"),
-        (".5", "40000"),
+        ("+0.01", "44000"),
+        (" 0.01", "44000"),
+        ("0.01 ", "44000"),
+        ("0.01", "+44000"),
+        ("0.01", " 44000"),
+        ("-0", "44000"),
+        (".5", "44000"),
         ("0.01", "4e4000"),
     ] {
         let r = s
