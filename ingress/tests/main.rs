@@ -3,7 +3,6 @@
 //! of every dependency); `scripts/test` checks that no file in tests/ is left out.
 
 mod common;
-mod sys;
 mod crash_recovery;
 mod http_errors;
 mod http_idempotency;
@@ -11,5 +10,6 @@ mod http_market_data;
 mod http_ops;
 mod http_orders;
 mod http_trading;
+mod sys;
 mod system_adapters;
 mod ws;
