@@ -230,7 +230,7 @@ impl Default for Metrics {
         for c in oms_core::ValidationCode::ALL {
             rejections.insert(c.as_str(), AtomicU64::new(0));
         }
-        for c in crate::http::error::API_CODES {
+        for c in oms_wire::API_CODES {
             rejections.insert(c, AtomicU64::new(0));
         }
         Metrics {

@@ -15,10 +15,9 @@ use oms_core::command::{Command, PlaceOrder, RiskDecision};
 use oms_core::ports::{Completion, IdemKey, OrderLog, StoredResponse};
 use oms_core::risk::RiskEngine;
 use oms_core::{InstrumentTable, OrderId, OrderRequest, validate};
+use oms_wire::ApiError;
 
 use super::slot::{Reply, Slot, SlotData, Work};
-use crate::http::error::ApiError;
-use crate::http::render;
 use crate::metrics::Metrics;
 use crate::processor::{Durable, Feedback};
 
@@ -287,7 +286,7 @@ impl PublishStage {
             match cmd {
                 Command::Place(p) => {
                     let corr = d.correlation_id.as_ref().map_or("", |c| c.as_str());
-                    let (status, body) = render::place_ack(&self.table, p, corr);
+                    let (status, body) = oms_wire::place_ack(&self.table, p, corr);
                     if let Some(key) = p.idempotency_key {
                         let _ = self.idem_tx.send(IdemMsg::Done(Completion {
                             key: IdemKey {
