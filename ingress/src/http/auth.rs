@@ -200,7 +200,10 @@ impl JwtVerifier {
         v.validate_nbf = false;
         v.required_spec_claims.clear();
         match &self.audience {
-            Some(aud) => v.set_audience(&[aud]),
+            Some(aud) => {
+                v.set_audience(&[aud]);
+                v.required_spec_claims.insert("aud".into());
+            }
             None => v.validate_aud = false,
         }
         if let Some(iss) = &self.issuer {
