@@ -80,6 +80,13 @@ pub trait OrderLog: Send {
         from: &Checkpoint,
         visit: &mut dyn FnMut(&Command),
     ) -> Result<Checkpoint, LogError>;
+
+    /// The position right after the last record this log appended or replayed, if the log
+    /// can tell (snapshots record it so a restart replays only the tail). `None` turns
+    /// snapshots off for this log.
+    fn position(&self) -> Option<Checkpoint> {
+        None
+    }
 }
 
 /// Why a store (idempotency, orders) failed; callers fall back or retry.

@@ -322,6 +322,7 @@ pub fn build(
         }));
     }
 
+    let mut shared_completion: Option<Box<dyn oms_core::ports::IdempotencyStore>> = None;
     let shared_idempotency: Option<Box<dyn oms_core::ports::IdempotencyStore>> =
         match args.redis_url.as_deref() {
             Some(url) if !url.trim().is_empty() => {
@@ -361,6 +362,7 @@ pub fn build(
                     );
                 }));
                 tracing::info!(url, "shared idempotency on Redis");
+                shared_completion = Some(Box::new(LazyRedis::start(RedisConfig::new(url))));
                 Some(Box::new(lazy))
             }
             _ => None,
@@ -421,6 +423,7 @@ pub fn build(
             sinks,
             ready_checks,
             shared_idempotency,
+            shared_completion,
         },
         metric_sources,
         store_pool,

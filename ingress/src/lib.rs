@@ -11,3 +11,4 @@ pub mod metrics;
 pub mod pipeline;
 pub mod processor;
 pub mod serve;
+pub mod snapshots;

@@ -217,6 +217,11 @@ pub struct Metrics {
     pub event_sink_dropped: AtomicU64,
     pub store_errors: AtomicU64,
     pub abandoned: AtomicU64,
+    /// Snapshots written, failed (write or unusable at start), last size and write time.
+    pub snapshots_written: AtomicU64,
+    pub snapshot_errors: AtomicU64,
+    pub snapshot_bytes: AtomicU64,
+    pub snapshot_write_millis: AtomicU64,
     /// Extra text appended on scrape by adapters (Kafka, Redis, Mongo gauges).
     pub extra: parking_lot::Mutex<Vec<MetricSource>>,
 }
@@ -260,6 +265,10 @@ impl Default for Metrics {
             event_sink_dropped: AtomicU64::new(0),
             store_errors: AtomicU64::new(0),
             abandoned: AtomicU64::new(0),
+            snapshots_written: AtomicU64::new(0),
+            snapshot_errors: AtomicU64::new(0),
+            snapshot_bytes: AtomicU64::new(0),
+            snapshot_write_millis: AtomicU64::new(0),
             extra: parking_lot::Mutex::new(Vec::new()),
         }
     }
@@ -421,6 +430,30 @@ impl Metrics {
             "# HELP oms_replay_duration_seconds Duration of the start-up replay of the order log.\n\
              # TYPE oms_replay_duration_seconds gauge\noms_replay_duration_seconds {}\n",
             self.replay_millis.load(Relaxed) as f64 / 1e3
+        );
+        counter(
+            &mut o,
+            "oms_snapshots_written_total",
+            "Snapshots written by the processor.",
+            self.snapshots_written.load(Relaxed),
+        );
+        counter(
+            &mut o,
+            "oms_snapshot_errors_total",
+            "Snapshots that failed to write, or were unusable at start (an older one was used).",
+            self.snapshot_errors.load(Relaxed),
+        );
+        let _ = write!(
+            o,
+            "# HELP oms_snapshot_bytes Size of the last snapshot written.
+             # TYPE oms_snapshot_bytes gauge
+oms_snapshot_bytes {}
+             # HELP oms_snapshot_write_seconds Time the snapshot thread took for the last one.
+             # TYPE oms_snapshot_write_seconds gauge
+oms_snapshot_write_seconds {}
+",
+            self.snapshot_bytes.load(Relaxed),
+            self.snapshot_write_millis.load(Relaxed) as f64 / 1e3
         );
         counter(
             &mut o,

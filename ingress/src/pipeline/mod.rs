@@ -155,6 +155,8 @@ pub struct Pipeline {
     ack_timeout: Duration,
     ring_full_wait: Duration,
     metrics: Arc<Metrics>,
+    /// Set at shutdown: new submissions are refused (503 `OVERLOADED`) so the ring drains.
+    closed: std::sync::atomic::AtomicBool,
 }
 
 thread_local! {
@@ -259,7 +261,14 @@ impl Pipeline {
             ack_timeout: cfg.ack_timeout,
             ring_full_wait: cfg.ring_full_wait,
             metrics,
+            closed: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// Refuses every later submission (shutdown: requests on kept-alive connections stop
+    /// entering the ring, so it drains in a bounded time).
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::Release);
     }
 
     fn try_publish(
@@ -284,6 +293,17 @@ impl Pipeline {
 
     /// Puts a command on the ring and waits (bounded) for its answer.
     pub async fn submit(&self, started: Instant, fill: impl FnOnce(&mut SlotData)) -> Reply {
+        if self.closed.load(Ordering::Acquire) {
+            self.metrics.reject("OVERLOADED");
+            return Reply::Error(
+                ApiError::new(
+                    503,
+                    "OVERLOADED",
+                    "the server is shutting down; retry on another node",
+                )
+                .retry_after(1),
+            );
+        }
         let (tx, mut rx) = oneshot::channel();
         let state = Arc::new(AtomicU8::new(QUEUED));
         let ticket = Ticket {
