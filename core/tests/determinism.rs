@@ -445,7 +445,7 @@ fn recorded_risk_decisions_replay_to_the_same_state() {
             }
             Command::Amend(a) => a.risk = decide_amend(&mut ingress, a, &table),
             Command::Halt(h) => ingress.set_halt(&h.scope, h.halted),
-            Command::Cancel(_) | Command::Void(_) => {}
+            Command::Cancel(_) | Command::Void(_) | Command::CancelAll(_) => {}
         }
         recorded.push(cmd);
         out.clear();
