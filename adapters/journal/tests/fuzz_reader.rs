@@ -49,7 +49,7 @@ proptest! {
         let cfg = JournalConfig { segment_bytes: 1 << 20, fsync: FsyncPolicy::EveryBatch };
         let written: Vec<Command> = (0..n).map(cmd).collect();
         {
-            let (mut j, _) = Journal::open(dir.path(), cfg.clone()).unwrap();
+            let (mut j, _) = Journal::open(dir.path(), cfg).unwrap();
             j.append(&written).unwrap();
         }
         let seg = dir.path().join("journal").join(segment_name(0));
