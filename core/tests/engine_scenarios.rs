@@ -208,9 +208,10 @@ fn a_cross_reports_both_sides_prints_and_settles() {
         .collect();
     assert_eq!(trades.len(), 2);
     assert_eq!((trades[0].aggressor, trades[0].qty), (Side::Buy, Qty(5000)));
+    // One candle update per trade and interval (1s, 1m, 5m, 1h, 1d).
     assert_eq!(
         ev.iter().filter(|e| matches!(e, Event::Candle(_))).count(),
-        8
+        10
     );
 
     // Queries.
