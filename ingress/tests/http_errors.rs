@@ -253,9 +253,9 @@ async fn routing_errors_404_405() {
     s.get("/api/nope", None)
         .await
         .expect_error(404, "NOT_FOUND", "unknown path");
-    s.get("/", None)
+    s.get("/api", None)
         .await
-        .expect_error(404, "NOT_FOUND", "root");
+        .expect_error(404, "NOT_FOUND", "bare /api (`/` is the dashboard)");
     let r = s
         .send(Method::PUT, "/api/orders", Some("x"), &[], Some(&json!({})))
         .await
