@@ -864,7 +864,9 @@ async fn a_client_that_stops_reading_is_closed_1008_and_orders_keep_being_acked(
         .await;
 
     let mut killed = false;
-    for round in 0..20 {
+    // Bounded: up to 60 rounds of 200 orders (the socket buffers absorb a varying amount
+    // before the server-side queue fills, so the number of rounds needed varies with load).
+    for round in 0..60 {
         let acked = random_flow(&s, 200, 4, 1000 + round).await;
         assert!(
             acked > 100,
