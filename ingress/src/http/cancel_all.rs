@@ -17,7 +17,7 @@ use oms_core::{AccountId, Event, OrderStatus, Side};
 use serde::Deserialize;
 
 use super::error::ApiError;
-use super::orders::{correlation, json_error, query_pairs, reply_outcome};
+use super::orders::{correlation, json_error, query_pairs, submit_command};
 use super::{Answer, App, Ctx, Outcome, err, read_body, render, require_json};
 use crate::audit::AuditRecord;
 use crate::pipeline::slot::{Reply, Work};
@@ -147,15 +147,7 @@ pub async fn cancel_all(app: &Arc<App>, req: Request<Incoming>, ctx: &Ctx) -> Ou
         ts: 0,
         correlation_id: corr,
     };
-    let reply = app
-        .pipeline
-        .submit(ctx.started, move |d| {
-            d.work = Work::CancelAll(cmd);
-            d.account = account;
-            d.correlation_id = corr;
-        })
-        .await;
-    reply_outcome(reply)
+    submit_command(app, ctx, account, corr, Work::CancelAll(cmd)).await
 }
 
 #[derive(Deserialize)]

@@ -136,6 +136,26 @@ pub(super) fn correlation(ctx: &Ctx) -> Option<CorrelationId> {
     CorrelationId::new(&ctx.correlation_id).ok()
 }
 
+/// Submits a command whose answer comes from the processor (cancel, cancel-all) and turns
+/// the reply into the HTTP outcome.
+pub(super) async fn submit_command(
+    app: &Arc<App>,
+    ctx: &Ctx,
+    account: AccountId,
+    corr: Option<CorrelationId>,
+    work: Work,
+) -> Outcome {
+    let reply = app
+        .pipeline
+        .submit(ctx.started, move |d| {
+            d.work = work;
+            d.account = account;
+            d.correlation_id = corr;
+        })
+        .await;
+    reply_outcome(reply)
+}
+
 pub(super) fn reply_outcome(reply: Reply) -> Outcome {
     match reply {
         Reply::Json {
@@ -505,15 +525,7 @@ pub async fn cancel(app: &Arc<App>, req: Request<Incoming>, ctx: &Ctx) -> Outcom
         ts: 0,
         correlation_id: corr,
     };
-    let reply = app
-        .pipeline
-        .submit(ctx.started, move |d| {
-            d.work = Work::Cancel(cmd);
-            d.account = account;
-            d.correlation_id = corr;
-        })
-        .await;
-    reply_outcome(reply)
+    submit_command(app, ctx, account, corr, Work::Cancel(cmd)).await
 }
 
 /// `PATCH /api/orders/{orderId}` with `{quantity?, price?}` (quantity = new total).

@@ -12,7 +12,7 @@ use oms_core::command::CancelOrder;
 use oms_core::{AccountId, ClientOrderId};
 
 use super::error::ApiError;
-use super::orders::{correlation, query_pairs, reply_outcome};
+use super::orders::{correlation, query_pairs, submit_command};
 use super::{Answer, App, Ctx, Outcome, batch, cancel_all, err, render};
 use crate::audit::{AuditLog, AuditRecord};
 use crate::metrics::Route;
@@ -210,15 +210,7 @@ pub async fn cancel_by_client_id(app: &Arc<App>, req: Request<Incoming>, ctx: &C
         ts: 0,
         correlation_id: corr,
     };
-    let reply = app
-        .pipeline
-        .submit(ctx.started, move |d| {
-            d.work = Work::Cancel(cmd);
-            d.account = account;
-            d.correlation_id = corr;
-        })
-        .await;
-    reply_outcome(reply)
+    submit_command(app, ctx, account, corr, Work::Cancel(cmd)).await
 }
 
 /// `GET /api/admin/audit?account=&from=&limit=`: audit records, oldest first. `from` is
