@@ -213,3 +213,10 @@ pub trait OrderStore: Send {
     /// A page of `query.account`'s orders, newest first.
     fn list_orders(&mut self, query: &OrderQuery) -> Result<Vec<Order>, StoreError>;
 }
+
+/// Something that wants the processor's event stream (Kafka publisher, Mongo projector,
+/// WebSocket hub). Called on the processor thread once per applied batch: it must not block
+/// (queue and return), so a slow consumer never slows matching.
+pub trait EventSink: Send {
+    fn publish(&mut self, events: &[crate::event::Event]);
+}

@@ -9,17 +9,61 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use oms_core::ports::{OrderStore, StoreError};
 use oms_core::{Event, InstrumentTable};
 use oms_kafka::{EventPublisher, KafkaConfig, KafkaLog, StatsSnapshot};
 use oms_mongo::{MongoConfig, MongoOrderStore, Projector, ProjectorConfig, ProjectorSender};
 use oms_redis::{RedisConfig, RedisIdempotencyStore};
 
-use crate::config::{LogKind, QueryStore, ServeArgs};
-use crate::processor::EventSink;
-use crate::serve::{Backends, open_journal};
+use oms_core::ports::{EventSink, OrderLog, OrderStore, StoreError};
+use oms_journal::{FsyncPolicy, Journal, JournalConfig};
+use oms_wire::ApiError;
+
+use crate::config::{FsyncMode, LogKind, QueryStore, ServeArgs};
 
 pub use crate::metrics::MetricSource;
+
+/// A readiness probe of one dependency: `(name, ok, detail)`.
+pub type ReadyCheck = Box<dyn Fn() -> (&'static str, bool, String) + Send + Sync>;
+
+/// The log, its recovered state, and what the adapters add.
+pub struct Backends {
+    pub log: Box<dyn OrderLog>,
+    pub sinks: Vec<Box<dyn EventSink>>,
+    pub ready_checks: Vec<ReadyCheck>,
+    /// Cross-node idempotency (Redis), in front of the local index.
+    pub shared_idempotency: Option<Box<dyn oms_core::ports::IdempotencyStore>>,
+}
+
+/// Opens the embedded journal per the flags.
+pub fn open_journal(args: &ServeArgs) -> anyhow::Result<Box<dyn OrderLog>> {
+    let fsync = match args.fsync {
+        FsyncMode::Batch => FsyncPolicy::EveryBatch,
+        FsyncMode::Interval => FsyncPolicy::Interval(Duration::from_millis(args.fsync_interval_ms)),
+        FsyncMode::Never => FsyncPolicy::Never,
+    };
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("cannot create data dir {}", args.data_dir.display()))?;
+    let (journal, report) = Journal::open(
+        &args.data_dir,
+        JournalConfig {
+            segment_bytes: args.segment_mib << 20,
+            fsync,
+        },
+    )
+    .with_context(|| format!("cannot open the journal in {}", args.data_dir.display()))?;
+    if let Some(t) = &report.torn_tail {
+        tracing::warn!(
+            ?t,
+            "journal had a torn tail (an unacknowledged write cut by a crash); truncated"
+        );
+    }
+    tracing::info!(
+        segments = report.segments,
+        records = report.records,
+        "journal opened"
+    );
+    Ok(Box::new(journal))
+}
 
 /// The Redis store, connected lazily: if Redis is down when oms starts, oms starts anyway
 /// (the local index answers, counted as fallback) and a background thread keeps trying; the
@@ -131,23 +175,20 @@ impl StorePool {
     pub async fn run<T: Send + 'static>(
         &self,
         f: impl FnOnce(&mut dyn OrderStore) -> Result<T, StoreError> + Send + 'static,
-    ) -> Result<T, crate::http::error::ApiError> {
+    ) -> Result<T, ApiError> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let job: StoreJob = Box::new(move |s| {
             let _ = tx.send(f(s));
         });
         self.tx.try_send(job).map_err(|_| {
-            crate::http::error::ApiError::new(503, "OVERLOADED", "the order store is saturated")
-                .retry_after(1)
+            ApiError::new(503, "OVERLOADED", "the order store is saturated").retry_after(1)
         })?;
         match tokio::time::timeout(Duration::from_secs(10), rx).await {
             Ok(Ok(r)) => r.map_err(store_error),
-            _ => Err(crate::http::error::ApiError::new(
-                503,
-                "OVERLOADED",
-                "the order store did not answer in time",
-            )
-            .retry_after(1)),
+            _ => Err(
+                ApiError::new(503, "OVERLOADED", "the order store did not answer in time")
+                    .retry_after(1),
+            ),
         }
     }
 }
@@ -317,7 +358,7 @@ pub fn build(
 ) -> anyhow::Result<(Backends, Vec<MetricSource>, Option<Arc<StorePool>>)> {
     let mut metric_sources: Vec<MetricSource> = Vec::new();
     let mut sinks: Vec<Box<dyn EventSink>> = Vec::new();
-    let mut ready_checks: Vec<crate::http::ReadyCheck> = Vec::new();
+    let mut ready_checks: Vec<ReadyCheck> = Vec::new();
 
     let brokers = args
         .kafka_brokers
@@ -457,8 +498,8 @@ pub fn build(
 }
 
 /// Maps a store failure to an HTTP error.
-pub fn store_error(e: StoreError) -> crate::http::error::ApiError {
-    crate::http::error::ApiError::new(
+pub fn store_error(e: StoreError) -> ApiError {
+    ApiError::new(
         503,
         "OVERLOADED",
         format!("the order store is unavailable: {e}"),

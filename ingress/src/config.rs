@@ -2,13 +2,68 @@
 //! file, in that order of precedence. Every default is visible in `oms serve --help`.
 //!
 //! The TOML file uses the long flag names with `_` or `-` (`bind = "0.0.0.0:8080"`,
-//! `ring_size = 65536`); its values become defaults underneath the environment, so an
-//! operator can keep a file in a ConfigMap and still override one value with an env var.
+//! `ring_size = 65536`); its values become the flags' defaults (clap's own defaults are
+//! replaced before parsing), underneath the environment, so an operator can keep a file in a
+//! ConfigMap and still override one value with an env var. The process environment is never
+//! written.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
+
+/// A rate limit as configured: `count` requests per `period`, with a burst of `count`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RateSpec {
+    pub count: u32,
+    pub period: std::time::Duration,
+}
+
+impl std::str::FromStr for RateSpec {
+    type Err = String;
+
+    /// `30/s`, `30/1s`, `600/1m`, `1000/1h`, `5/500ms`.
+    fn from_str(s: &str) -> Result<Self, String> {
+        use std::time::Duration;
+        let bad = || format!("'{s}' is not a rate like 30/s, 600/1m or 5/500ms (or off)");
+        let (n, p) = s.trim().split_once('/').ok_or_else(bad)?;
+        let count: u32 = n.trim().parse().map_err(|_| bad())?;
+        let p = p.trim();
+        let split = p.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
+        let (num, unit) = p.split_at(split);
+        let num: u64 = if num.is_empty() {
+            1
+        } else {
+            num.parse().map_err(|_| bad())?
+        };
+        let period = match unit {
+            "ms" => Duration::from_millis(num),
+            "s" => Duration::from_secs(num),
+            "m" => Duration::from_secs(num * 60),
+            "h" => Duration::from_secs(num * 3600),
+            _ => return Err(bad()),
+        };
+        if count == 0 || period.is_zero() {
+            return Err(bad());
+        }
+        Ok(RateSpec { count, period })
+    }
+}
+
+/// A limit that may be `off`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rate(pub Option<RateSpec>);
+
+impl std::str::FromStr for Rate {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim() {
+            "" | "off" => Ok(Rate(None)),
+            r => r.parse().map(|r| Rate(Some(r))),
+        }
+    }
+}
 
 /// Which order log backs the pipeline.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -79,7 +134,8 @@ pub enum QueryStore {
 pub enum AuthMode {
     /// Account from `X-Account-Id` (default `demo`); development only.
     Off,
-    /// `Authorization: Bearer <JWT>` (HS256, `sub` = account).
+    /// `Authorization: Bearer <JWT>`: `sub` = account, `roles` = permissions (HS256 with
+    /// `--jwt-secret`, RS256/ES256 with `--jwt-jwks`).
     Jwt,
 }
 
@@ -161,13 +217,61 @@ pub struct ServeArgs {
     #[arg(long, env = "OMS_QUERY_STORE", value_enum, default_value = "memory")]
     pub query_store: QueryStore,
 
-    /// Authentication mode.
+    /// Authentication mode (`off` is for development only and logs a warning).
     #[arg(long, env = "OMS_AUTH", value_enum, default_value = "off")]
     pub auth: AuthMode,
 
-    /// HS256 secret for `--auth jwt`.
+    /// HS256 secret for `--auth jwt` (at least 32 bytes).
     #[arg(long, env = "OMS_JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<String>,
+
+    /// JWKS file with the RS256/ES256 public keys accepted by `--auth jwt` (selected by `kid`).
+    #[arg(long, env = "OMS_JWT_JWKS")]
+    pub jwt_jwks: Option<PathBuf>,
+
+    /// Required `iss` claim (unchecked when absent).
+    #[arg(long, env = "OMS_JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+
+    /// Required `aud` claim (unchecked when absent).
+    #[arg(long, env = "OMS_JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
+
+    /// Clock skew tolerated on `exp` and `nbf`, in seconds.
+    #[arg(long, env = "OMS_JWT_LEEWAY_SECS", default_value_t = 30)]
+    pub jwt_leeway_secs: u64,
+
+    /// Per-account limit on order writes (place, cancel, amend, halt): `N/PERIOD` such as
+    /// `30/s` or `600/1m` (a bucket of N refilled over PERIOD), or `off`.
+    #[arg(long, env = "OMS_RATE_LIMIT_ORDERS", default_value = "off")]
+    pub rate_limit_orders: Rate,
+
+    /// Per-account limit on authenticated reads (orders, positions, account), like
+    /// `--rate-limit-orders`.
+    #[arg(long, env = "OMS_RATE_LIMIT_QUERIES", default_value = "off")]
+    pub rate_limit_queries: Rate,
+
+    /// Most connections served at once; more are refused with 503 (after evicting an idle
+    /// one if possible). Clamped below the process's open-file limit.
+    #[arg(long, env = "OMS_MAX_CONNECTIONS", default_value_t = 10_000)]
+    pub max_connections: usize,
+
+    /// A request head (line and headers) must arrive within this time of its first byte
+    /// (and a new connection's first request within this time of connecting).
+    #[arg(long, env = "OMS_HEADER_READ_TIMEOUT_MS", default_value_t = 10_000)]
+    pub header_read_timeout_ms: u64,
+
+    /// A keep-alive connection with no request for this long is closed.
+    #[arg(long, env = "OMS_IDLE_TIMEOUT_MS", default_value_t = 60_000)]
+    pub idle_timeout_ms: u64,
+
+    /// Bound on a whole request, body included (408 after it); must exceed the ack timeout.
+    #[arg(long, env = "OMS_REQUEST_TIMEOUT_MS", default_value_t = 30_000)]
+    pub request_timeout_ms: u64,
+
+    /// Largest request head (line and headers) in bytes; larger is 431.
+    #[arg(long, env = "OMS_MAX_HEADER_BYTES", default_value_t = 65_536)]
+    pub max_header_bytes: usize,
 
     /// Instrument table (TOML); the built-in BTC/USD, ETH/USD, SOL/USD when absent.
     #[arg(long, env = "OMS_INSTRUMENTS")]
@@ -244,29 +348,104 @@ pub struct ServeArgs {
     pub test_stall_log_ms: u64,
 }
 
-/// Applies a TOML config file as environment defaults (flags and real env vars still win).
-pub fn apply_config_file(path: &std::path::Path) -> anyhow::Result<()> {
+/// A TOML config file's values as `(flag name, value text)` pairs, in file order.
+///
+/// Keys are flag names with `_` or `-`; arrays become comma-separated lists. The caller makes
+/// them the flags' defaults, so flags and `OMS_*` environment variables still win — without
+/// touching the process environment.
+pub fn config_file_values(path: &std::path::Path) -> anyhow::Result<Vec<(String, String)>> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| anyhow::anyhow!("cannot read config file {}: {e}", path.display()))?;
     let table: toml::Table = toml::from_str(&text)
         .map_err(|e| anyhow::anyhow!("config file {} is not valid TOML: {e}", path.display()))?;
-    for (key, value) in table {
-        let env = format!("OMS_{}", key.replace('-', "_").to_ascii_uppercase());
-        let text = match value {
-            toml::Value::String(s) => s,
-            toml::Value::Integer(i) => i.to_string(),
-            toml::Value::Boolean(b) => b.to_string(),
-            toml::Value::Array(a) => a
-                .iter()
-                .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_owned))
-                .collect::<Vec<_>>()
-                .join(","),
-            other => anyhow::bail!("config key {key}: unsupported value {other}"),
-        };
-        if std::env::var_os(&env).is_none() {
-            // SAFETY: called once at start-up from `main`, before any other thread exists.
-            unsafe { std::env::set_var(&env, text) };
-        }
+    table
+        .into_iter()
+        .map(|(key, value)| {
+            let text = match value {
+                toml::Value::String(s) => s,
+                toml::Value::Integer(i) => i.to_string(),
+                toml::Value::Boolean(b) => b.to_string(),
+                toml::Value::Array(a) => a
+                    .iter()
+                    .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_owned))
+                    .collect::<Vec<_>>()
+                    .join(","),
+                other => anyhow::bail!("config key {key}: unsupported value {other}"),
+            };
+            Ok((key.replace('_', "-"), text))
+        })
+        .collect()
+}
+
+/// Makes the config file's values the defaults of `cmd`'s matching flags (by long name);
+/// an unknown key is an error naming it.
+pub fn apply_defaults(
+    mut cmd: clap::Command,
+    values: &[(String, String)],
+) -> anyhow::Result<clap::Command> {
+    for (key, value) in values {
+        let id = cmd
+            .get_arguments()
+            .find(|a| a.get_long() == Some(key.as_str()))
+            .map(|a| a.get_id().clone())
+            .ok_or_else(|| anyhow::anyhow!("config file: unknown key '{key}'"))?;
+        let value = value.clone();
+        cmd = cmd.mut_arg(id, move |a| a.default_value(value));
     }
-    Ok(())
+    Ok(cmd)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory as _, FromArgMatches as _, Parser};
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        serve: ServeArgs,
+    }
+
+    #[test]
+    fn rates_parse() {
+        let r: RateSpec = "30/s".parse().unwrap();
+        assert_eq!((r.count, r.period.as_secs()), (30, 1));
+        assert_eq!("600/1m".parse::<RateSpec>().unwrap().period.as_secs(), 60);
+        assert_eq!(
+            "5/500ms".parse::<RateSpec>().unwrap().period.as_millis(),
+            500
+        );
+        for bad in ["30", "0/s", "x/s", "30/", "30/1d", "30/0s"] {
+            assert!(bad.parse::<RateSpec>().is_err(), "{bad}");
+        }
+        assert_eq!("off".parse::<Rate>().unwrap(), Rate(None));
+    }
+
+    #[test]
+    fn file_values_become_defaults_under_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("oms.toml");
+        std::fs::write(
+            &f,
+            "ring_size = 128\nrate-limit-orders = \"30/s\"\npin_cores = [\"1\", \"2\"]\n",
+        )
+        .unwrap();
+        let values = config_file_values(&f).unwrap();
+        let cmd = apply_defaults(Cli::command(), &values).unwrap();
+        let m = cmd
+            .try_get_matches_from(["oms", "--ring-size", "256"])
+            .unwrap();
+        let args = Cli::from_arg_matches(&m).unwrap().serve;
+        assert_eq!(args.ring_size, 256, "a flag beats the file");
+        assert_eq!(
+            args.rate_limit_orders.0.unwrap().count,
+            30,
+            "the file beats the default"
+        );
+        assert_eq!(args.pin_cores, ["1", "2"]);
+        std::fs::write(&f, "no_such_flag = 1\n").unwrap();
+        let values = config_file_values(&f).unwrap();
+        assert!(apply_defaults(Cli::command(), &values).is_err());
+    }
 }

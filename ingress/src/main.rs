@@ -1,7 +1,7 @@
 //! `oms`: the order management system binary.
 
-use clap::{Parser, Subcommand};
-use oms_ingress::config::{LogFormat, ServeArgs, apply_config_file};
+use clap::{CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
+use oms_ingress::config::{LogFormat, ServeArgs, apply_defaults, config_file_values};
 use oms_ingress::{backends, serve};
 
 #[global_allocator]
@@ -11,7 +11,8 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[derive(Parser)]
 #[command(name = "oms", version, about)]
 struct Cli {
-    /// Optional TOML config file; its keys are flag names and act as defaults under env vars.
+    /// Optional TOML config file; its keys are `serve` flag names and act as defaults under
+    /// env vars and flags.
     #[arg(long, env = "OMS_CONFIG", global = true)]
     config: Option<std::path::PathBuf>,
 
@@ -58,7 +59,7 @@ fn init_logging(format: LogFormat) {
 }
 
 fn main() -> anyhow::Result<()> {
-    // The config file must become env defaults before clap reads the environment.
+    // The config file's values become the `serve` flags' defaults before clap parses.
     let pre = std::env::args().collect::<Vec<_>>();
     let file = pre
         .iter()
@@ -69,21 +70,31 @@ fn main() -> anyhow::Result<()> {
                 .find_map(|a| a.strip_prefix("--config=").map(str::to_owned))
         })
         .or_else(|| std::env::var("OMS_CONFIG").ok());
+    let mut cmd = Cli::command();
     if let Some(f) = file {
-        apply_config_file(std::path::Path::new(&f))?;
+        let values = config_file_values(std::path::Path::new(&f))?;
+        let serve = cmd
+            .find_subcommand("serve")
+            .cloned()
+            .expect("the serve subcommand exists");
+        let serve = apply_defaults(serve, &values)?;
+        cmd = cmd.mut_subcommand("serve", move |_| serve);
     }
-    let cli = Cli::parse();
+    let cli = Cli::from_arg_matches(&cmd.get_matches()).unwrap_or_else(|e| e.exit());
     match cli.command {
         Command::Serve(args) => {
             init_logging(args.log_format);
             let table = serve::instruments(args.instruments.as_deref())?;
+            // Settings that can refuse to start are checked before any adapter runs.
+            serve::check_settings(&args)?;
+            let auth = serve::authenticator(&args)?;
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .thread_name("oms-http")
                 .build()?;
             // Adapters block on runtimes of their own: build them before entering ours.
             let (backends, metrics, store) = backends::build(&args, &table)?;
-            rt.block_on(serve::run(*args, table, backends, metrics, store))
+            rt.block_on(serve::run(*args, table, backends, metrics, store, auth))
         }
         Command::Admin(Admin::CreateTopics {
             kafka_brokers,

@@ -536,7 +536,7 @@ impl Default for Metrics {
             .iter()
             .map(|c| c.as_str())
             .chain(oms_core::ValidationCode::ALL.iter().map(|c| c.as_str()))
-            .chain(crate::http::error::API_CODES.iter().copied())
+            .chain(oms_wire::API_CODES.iter().copied())
             .map(|c| (c, OnceLock::new()))
             .collect();
         let log_batch_size = Histogram::counts();

@@ -2,6 +2,9 @@
 //! order, answers cancels/amends/halts, feeds settlements back to the risk stage, hands
 //! events to the adapters, and serves read queries between batches.
 //!
+//! It depends on the core and the wire schema only, never on the HTTP front: its answers are
+//! serialized wire types and [`ApiError`]s that any transport can deliver.
+//!
 //! It is the single writer of the engine. Queries arrive as closures on a channel and run on
 //! this thread, so readers never lock the matching state.
 
@@ -11,11 +14,11 @@ use std::time::Instant;
 use crossbeam_channel::{Receiver, Sender, select};
 use oms_core::command::{Command, RiskDecision};
 use oms_core::engine::Engine;
+use oms_core::ports::EventSink;
 use oms_core::risk::RiskEngine;
 use oms_core::{AccountId, Event, OrderId, OrderStatus, Price, Qty, Side, SymbolId};
+use oms_wire::{ApiError, HaltJson, OrderJson};
 
-use crate::http::error::ApiError;
-use crate::http::render;
 use crate::metrics::{Metrics, Stage};
 use crate::pipeline::slot::{Reply, Ticket};
 
@@ -88,12 +91,6 @@ impl Feedback {
             _ => None,
         }
     }
-}
-
-/// Something that wants the event stream (Kafka publisher, Mongo projector, WebSocket hub).
-/// Must not block: queue and return.
-pub trait EventSink: Send {
-    fn publish(&mut self, events: &[Event]);
 }
 
 /// A read query run on the processor thread.
@@ -201,28 +198,24 @@ fn answer(engine: &Engine, cmd: &Command, events: &[Event]) -> Reply {
         Command::Halt(h) => {
             let (scope, account) = match &h.scope {
                 oms_core::HaltScope::Global => ("GLOBAL", None),
-                oms_core::HaltScope::Account(a) => ("ACCOUNT", Some(a)),
+                oms_core::HaltScope::Account(a) => ("ACCOUNT", Some(a.as_str())),
             };
-            let mut s = String::with_capacity(96);
-            s.push_str("{\"scope\":\"");
-            s.push_str(scope);
-            s.push_str("\",\"account\":");
-            match account {
-                Some(a) => render::json_str(&mut s, a.as_str()),
-                None => s.push_str("null"),
-            }
-            s.push_str(if h.halted {
-                ",\"halted\":true}"
-            } else {
-                ",\"halted\":false}"
-            });
+            let body = HaltJson {
+                scope,
+                account,
+                halted: h.halted,
+            };
             Reply::Json {
                 status: 200,
-                body: s.into_bytes(),
+                body: oms_wire::to_vec(&body, 96),
                 replayed: false,
             }
         }
-        Command::CancelAll(_) => crate::http::cancel_all::answer(events),
+        Command::CancelAll(_) => Reply::Json {
+            status: 200,
+            body: oms_wire::to_vec(&oms_wire::CancelAllJson::from_events(events), 256),
+            replayed: false,
+        },
         Command::Place(_) | Command::Void(_) => Reply::Error(ApiError::internal(
             "this command is answered by the publish stage",
         )),
@@ -231,15 +224,11 @@ fn answer(engine: &Engine, cmd: &Command, events: &[Event]) -> Reply {
 
 fn order_reply(engine: &Engine, id: OrderId) -> Reply {
     match engine.order(id) {
-        Some(o) => {
-            let mut s = String::with_capacity(640);
-            render::order(&mut s, engine.instruments(), o);
-            Reply::Json {
-                status: 200,
-                body: s.into_bytes(),
-                replayed: false,
-            }
-        }
+        Some(o) => Reply::Json {
+            status: 200,
+            body: OrderJson::rest(engine.instruments(), o),
+            replayed: false,
+        },
         None => Reply::Error(ApiError::order_not_found()),
     }
 }

@@ -7,7 +7,6 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
@@ -15,56 +14,20 @@ use oms_core::command::Command;
 use oms_core::idempotency::MemoryIdempotency;
 use oms_core::ports::{Checkpoint, IdemKey, OrderLog, StoredResponse};
 use oms_core::{Engine, EngineConfig, InstrumentTable, Money, RiskConfig};
-use oms_journal::{FsyncPolicy, Journal, JournalConfig};
 use tokio::net::TcpListener;
 
-use crate::config::{AuthMode, FsyncMode, ServeArgs};
-use crate::http::{self, App, ReadyCheck, render};
+use crate::backends::{Backends, MetricSource, StorePool};
+use crate::clock::SystemClock;
+use crate::config::{AuthMode, ServeArgs};
+use crate::http::auth::{Authenticator, JwtSettings, JwtVerifier};
+use crate::http::conn::ConnLimits;
+use crate::http::limits::RateLimits;
+use crate::http::{self, App, AppParts, ListenConfig};
 use crate::metrics::Metrics;
 use crate::pipeline::idempotency::IdempotencyStage;
 use crate::pipeline::stages::{self, PublishConfig, PublishStage};
 use crate::pipeline::{Pipeline, RingConfig, Stages};
-use crate::processor::{self, EventSink};
-
-/// The log, its recovered state, and what the adapters add.
-pub struct Backends {
-    pub log: Box<dyn OrderLog>,
-    pub sinks: Vec<Box<dyn EventSink>>,
-    pub ready_checks: Vec<ReadyCheck>,
-    /// Cross-node idempotency (Redis), in front of the local index.
-    pub shared_idempotency: Option<Box<dyn oms_core::ports::IdempotencyStore>>,
-}
-
-/// Opens the embedded journal per the flags.
-pub fn open_journal(args: &ServeArgs) -> anyhow::Result<Box<dyn OrderLog>> {
-    let fsync = match args.fsync {
-        FsyncMode::Batch => FsyncPolicy::EveryBatch,
-        FsyncMode::Interval => FsyncPolicy::Interval(Duration::from_millis(args.fsync_interval_ms)),
-        FsyncMode::Never => FsyncPolicy::Never,
-    };
-    std::fs::create_dir_all(&args.data_dir)
-        .with_context(|| format!("cannot create data dir {}", args.data_dir.display()))?;
-    let (journal, report) = Journal::open(
-        &args.data_dir,
-        JournalConfig {
-            segment_bytes: args.segment_mib << 20,
-            fsync,
-        },
-    )
-    .with_context(|| format!("cannot open the journal in {}", args.data_dir.display()))?;
-    if let Some(t) = &report.torn_tail {
-        tracing::warn!(
-            ?t,
-            "journal had a torn tail (an unacknowledged write cut by a crash); truncated"
-        );
-    }
-    tracing::info!(
-        segments = report.segments,
-        records = report.records,
-        "journal opened"
-    );
-    Ok(Box::new(journal))
-}
+use crate::processor;
 
 /// Loads the instrument table from `--instruments` or the demo default.
 pub fn instruments(path: Option<&Path>) -> anyhow::Result<InstrumentTable> {
@@ -135,7 +98,7 @@ pub fn recover(
                 // The stored answer is a pure function of the logged command, so it is
                 // byte-identical to the one the client got before the restart.
                 let corr = p.correlation_id.as_ref().map_or("", |c| c.as_str());
-                let (status, body) = render::place_ack(table, p, corr);
+                let (status, body) = oms_wire::place_ack(table, p, corr);
                 idem.record_done(
                     IdemKey {
                         account: p.account,
@@ -188,14 +151,43 @@ fn pin_plan(args: &ServeArgs) -> Vec<Option<usize>> {
         .collect()
 }
 
+/// Refuses flag combinations that cannot work. Called before any adapter starts.
+pub fn check_settings(args: &ServeArgs) -> anyhow::Result<()> {
+    if args.request_timeout_ms <= args.ack_timeout_ms {
+        anyhow::bail!(
+            "--request-timeout-ms ({}) must exceed --ack-timeout-ms ({}): an order must get its \
+             bounded answer from the pipeline before the request is cut",
+            args.request_timeout_ms,
+            args.ack_timeout_ms
+        );
+    }
+    Ok(())
+}
+
+/// The request authenticator the flags describe; fails on a weak secret or a bad key file.
+/// Called before any adapter starts, so a bad setting stops `oms serve` at once.
+pub fn authenticator(args: &ServeArgs) -> anyhow::Result<Arc<Authenticator>> {
+    Ok(Arc::new(match args.auth {
+        AuthMode::Off => Authenticator::Off,
+        AuthMode::Jwt => Authenticator::Jwt(Box::new(JwtVerifier::new(&JwtSettings {
+            secret: args.jwt_secret.clone(),
+            jwks: args.jwt_jwks.clone(),
+            issuer: args.jwt_issuer.clone(),
+            audience: args.jwt_audience.clone(),
+            leeway_secs: args.jwt_leeway_secs,
+        })?)),
+    }))
+}
+
 /// Runs the server until a shutdown signal. `backends` is built by the caller (embedded
 /// journal, or Kafka/Redis/Mongo when configured).
 pub async fn run(
     args: ServeArgs,
     table: InstrumentTable,
     mut backends: Backends,
-    metric_sources: Vec<crate::backends::MetricSource>,
-    order_store: Option<std::sync::Arc<crate::backends::StorePool>>,
+    metric_sources: Vec<MetricSource>,
+    order_store: Option<Arc<StorePool>>,
+    auth: Arc<Authenticator>,
 ) -> anyhow::Result<()> {
     let t0 = Instant::now();
     if args.auth == AuthMode::Off {
@@ -203,9 +195,14 @@ pub async fn run(
             "auth is off: the account is taken from X-Account-Id (default 'demo'); do not expose this"
         );
     }
-    if args.auth == AuthMode::Jwt && args.jwt_secret.as_deref().unwrap_or("").is_empty() {
-        anyhow::bail!("--auth jwt needs --jwt-secret (OMS_JWT_SECRET)");
-    }
+    let listen = ListenConfig {
+        limits: ConnLimits {
+            max_connections: connection_cap(args.max_connections),
+            header_read_timeout: Duration::from_millis(args.header_read_timeout_ms.max(1)),
+            idle_timeout: Duration::from_millis(args.idle_timeout_ms.max(1)),
+        },
+        max_header_bytes: args.max_header_bytes,
+    };
     let metrics = Arc::new(Metrics::default());
     metrics.extra.lock().extend(metric_sources);
     let cfg = engine_config(&args)?;
@@ -223,8 +220,8 @@ pub async fn run(
         args.ws.clone(),
         Arc::clone(&table),
         query_tx.clone(),
-        args.auth,
-        args.jwt_secret.as_ref().map(|s| s.as_bytes().to_vec()),
+        Arc::clone(&auth),
+        Arc::new(SystemClock),
         &metrics,
     )?;
     backends.sinks.push(Box::new(ws_sink));
@@ -284,19 +281,18 @@ pub async fn run(
         Arc::clone(&metrics),
     );
 
-    let app = Arc::new(App {
+    let app = Arc::new(App::new(AppParts {
         table: Arc::clone(&table),
         pipeline,
         queries: query_tx,
         metrics: Arc::clone(&metrics),
-        auth: args.auth,
-        jwt_secret: args.jwt_secret.as_ref().map(|s| s.as_bytes().to_vec()),
+        auth,
+        limits: RateLimits::new(args.rate_limit_orders.0, args.rate_limit_queries.0),
+        clock: Arc::new(SystemClock),
         max_body: args.max_body_bytes,
-        ready: AtomicBool::new(false),
+        request_timeout: Duration::from_millis(args.request_timeout_ms),
         ready_checks: std::mem::take(&mut backends.ready_checks),
         node_id: args.node_id,
-        started: Instant::now(),
-        correlation_seq: AtomicU64::new(0),
         default_equity,
         order_store,
         trading: http::venue::Trading {
@@ -311,16 +307,31 @@ pub async fn run(
             max_batch_items: args.max_batch_orders as usize,
         },
         ws,
-    });
+    }));
 
     let listener = TcpListener::bind(args.bind)
         .await
         .with_context(|| format!("cannot listen on {}", args.bind))?;
     let addr = listener.local_addr()?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let server = tokio::spawn(http::serve(listener, Arc::clone(&app), stop_rx.clone()));
+    let server = tokio::spawn(http::serve(
+        listener,
+        Arc::clone(&app),
+        listen,
+        stop_rx.clone(),
+    ));
     tokio::spawn(http::cancel_all::run_timer(Arc::clone(&app), stop_rx));
-    app.ready.store(true, Ordering::Release);
+    {
+        // Rate-limit state of accounts gone quiet is dropped, so it follows active accounts.
+        let app = Arc::clone(&app);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(60)).await;
+                app.prune_rate_limits();
+            }
+        });
+    }
+    app.set_ready(true);
     tracing::info!(%addr, log = ?args.log, ring = ring_size, startup_ms = t0.elapsed().as_millis() as u64, "listening");
     eprintln!("listening on http://{addr}");
 
@@ -329,7 +340,7 @@ pub async fn run(
         drain_ms = args.shutdown_drain_ms,
         "shutting down: readiness off, draining"
     );
-    app.ready.store(false, Ordering::Release);
+    app.set_ready(false);
     tokio::time::sleep(Duration::from_millis(args.shutdown_drain_ms)).await;
     let _ = stop_tx.send(true);
     let _ = server.await;
@@ -339,6 +350,31 @@ pub async fn run(
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The connection cap: as configured, but below the process's open-file limit (minus room for
+/// the journal, adapters and the listener), so accepting never fails with EMFILE.
+fn connection_cap(configured: usize) -> usize {
+    const RESERVE: u64 = 256;
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one `rlimit` struct through a valid, exclusive pointer.
+    let ok = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0;
+    if !ok || lim.rlim_cur == libc::RLIM_INFINITY {
+        return configured.max(1);
+    }
+    let room = lim.rlim_cur.saturating_sub(RESERVE).max(16) as usize;
+    if configured > room {
+        tracing::warn!(
+            configured,
+            open_files = lim.rlim_cur,
+            cap = room,
+            "--max-connections lowered to fit the open-file limit (ulimit -n)"
+        );
+    }
+    configured.min(room).max(1)
 }
 
 async fn shutdown_signal() {

@@ -4,8 +4,10 @@
 
 mod common;
 mod crash_recovery;
+mod http_auth;
 mod http_errors;
 mod http_idempotency;
+mod http_limits;
 mod http_market_data;
 mod http_ops;
 mod http_orders;

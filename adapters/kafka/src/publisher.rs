@@ -242,7 +242,7 @@ fn run(
             }
             let mut record = BaseRecord::to(topic_name(m.topic))
                 .key(m.key.as_str())
-                .payload(m.json.as_str())
+                .payload(m.json.as_slice())
                 .headers(headers);
             loop {
                 match producer.send(record) {

@@ -13,16 +13,16 @@
 
 use std::sync::Arc;
 
-use http::Request;
-use hyper::body::Incoming;
 use oms_core::command::CancelOrder;
-use oms_core::{ClientOrderId, IdempotencyKey, OrderId};
+use oms_core::{AccountId, ClientOrderId, IdempotencyKey, OrderId};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::error::ApiError;
+use oms_wire::ApiError;
+
+use super::layers::Req;
 use super::orders::{correlation, fingerprint, idempotency_key, json_error, parse_place};
-use super::{Answer, App, Ctx, Outcome, err, read_body, render, require_json};
+use super::{Answer, App, Ctx, Outcome, err, read_body, require_json};
 use crate::pipeline::slot::{Reply, Work};
 
 /// Longest batch key: `#` and up to 4 index digits must still fit an idempotency key.
@@ -130,8 +130,7 @@ fn render_results(items: Vec<Item>, ctx: &Ctx) -> String {
             Item::Err(e) => {
                 s.push_str(",\"status\":");
                 s.push_str(&e.status.to_string());
-                let mut b = String::with_capacity(256);
-                render::error_body(&mut b, &e, &ctx.correlation_id, None);
+                let b = String::from_utf8(e.body(&ctx.correlation_id)).unwrap_or_default();
                 s.push(',');
                 s.push_str(b.strip_prefix('{').unwrap_or("}"));
             }
@@ -142,8 +141,7 @@ fn render_results(items: Vec<Item>, ctx: &Ctx) -> String {
 }
 
 /// `POST /api/orders/batch` with `{"orders":[<place body>, …]}`.
-pub async fn place(app: &Arc<App>, req: Request<Incoming>, ctx: &Ctx) -> Outcome {
-    let account = app.account(&req).map_err(|e| (e, None))?;
+pub async fn place(app: &Arc<App>, req: Req, ctx: &Ctx, account: AccountId) -> Outcome {
     let key = idempotency_key(&req).map_err(|e| (e, None))?;
     if key.as_str().len() > MAX_BATCH_KEY {
         return err(ApiError::bad_request(
@@ -152,7 +150,7 @@ pub async fn place(app: &Arc<App>, req: Request<Incoming>, ctx: &Ctx) -> Outcome
         )
         .field("X-Idempotency-Key"));
     }
-    require_json(&req).map_err(|e| (e, None))?;
+    require_json(req.headers()).map_err(|e| (e, None))?;
     let body = read_body(req.into_body(), app.max_body)
         .await
         .map_err(|e| (e, None))?;
@@ -207,9 +205,8 @@ pub async fn place(app: &Arc<App>, req: Request<Incoming>, ctx: &Ctx) -> Outcome
 }
 
 /// `DELETE /api/orders/batch` with `{"orders":[{"orderId":…}|{"clientOrderId":…}, …]}`.
-pub async fn cancel(app: &Arc<App>, req: Request<Incoming>, ctx: &Ctx) -> Outcome {
-    let account = app.account(&req).map_err(|e| (e, None))?;
-    require_json(&req).map_err(|e| (e, None))?;
+pub async fn cancel(app: &Arc<App>, req: Req, ctx: &Ctx, account: AccountId) -> Outcome {
+    require_json(req.headers()).map_err(|e| (e, None))?;
     let body = read_body(req.into_body(), app.max_body)
         .await
         .map_err(|e| (e, None))?;

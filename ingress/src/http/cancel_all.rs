@@ -8,17 +8,17 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use http::Request;
-use hyper::body::Incoming;
 use oms_core::command::{CancelAll, CancelAllTrigger};
-use oms_core::{AccountId, Event, OrderStatus, Side};
+use oms_core::{AccountId, Side};
 use serde::Deserialize;
 
-use super::error::ApiError;
+use oms_wire::ApiError;
+
+use super::layers::Req;
 use super::orders::{correlation, json_error, query_pairs, submit_command};
-use super::{Answer, App, Ctx, Outcome, err, read_body, render, require_json};
+use super::{Answer, App, Ctx, Outcome, err, read_body, require_json};
 use crate::audit::AuditRecord;
 use crate::pipeline::slot::{Reply, Work};
 
@@ -65,40 +65,6 @@ impl DeadMan {
     }
 }
 
-fn now_nanos() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64)
-}
-
-/// `{"canceled":["<orderId>",…],"count":N}` from the events of an applied cancel-all.
-pub fn answer(events: &[Event]) -> Reply {
-    let mut s = String::with_capacity(64 + events.len() * 40);
-    s.push_str("{\"canceled\":[");
-    let mut n = 0usize;
-    for e in events {
-        if let Event::OrderUpdate { order, .. } = e
-            && order.status == OrderStatus::Canceled
-        {
-            if n > 0 {
-                s.push(',');
-            }
-            s.push('"');
-            s.push_str(&order.order_id.to_string());
-            s.push('"');
-            n += 1;
-        }
-    }
-    s.push_str("],\"count\":");
-    s.push_str(&n.to_string());
-    s.push('}');
-    Reply::Json {
-        status: 200,
-        body: s.into_bytes(),
-        replayed: false,
-    }
-}
-
 fn parse_side(v: &str) -> Result<Side, ApiError> {
     match v {
         "BUY" => Ok(Side::Buy),
@@ -113,10 +79,9 @@ fn parse_side(v: &str) -> Result<Side, ApiError> {
 
 /// `DELETE /api/orders?symbol=&side=`: cancels the caller's open orders (all, or one
 /// symbol and/or side).
-pub async fn cancel_all(app: &Arc<App>, req: Request<Incoming>, ctx: &Ctx) -> Outcome {
-    let account = app.account(&req).map_err(|e| (e, None))?;
+pub async fn cancel_all(app: &Arc<App>, req: Req, ctx: &Ctx, account: AccountId) -> Outcome {
     let (mut symbol, mut side) = (None, None);
-    for (k, v) in query_pairs(&req) {
+    for (k, v) in query_pairs(&req).map_err(|e| (e, None))? {
         match k.as_str() {
             "symbol" => {
                 let ins = app.table.lookup(&v).ok_or_else(|| {
@@ -158,9 +123,8 @@ struct AfterBody {
 
 /// `POST /api/orders/cancel-all-after {"timeoutMs":N}`: arms (or refreshes) the caller's
 /// dead-man's switch; `0` disarms it.
-pub async fn cancel_all_after(app: &Arc<App>, req: Request<Incoming>, _ctx: &Ctx) -> Outcome {
-    let account = app.account(&req).map_err(|e| (e, None))?;
-    require_json(&req).map_err(|e| (e, None))?;
+pub async fn cancel_all_after(app: &Arc<App>, req: Req, _ctx: &Ctx, account: AccountId) -> Outcome {
+    require_json(req.headers()).map_err(|e| (e, None))?;
     let body = read_body(req.into_body(), app.max_body)
         .await
         .map_err(|e| (e, None))?;
@@ -174,17 +138,17 @@ pub async fn cancel_all_after(app: &Arc<App>, req: Request<Incoming>, _ctx: &Ctx
         .field("timeoutMs"));
     }
     app.trading.deadman.set(account, t);
-    let now = now_nanos();
+    let now = app.clock.now();
     let mut s = String::with_capacity(128);
     s.push_str("{\"timeoutMs\":");
     s.push_str(&t.to_string());
     s.push_str(",\"currentTime\":");
-    render::timestamp(&mut s, now);
+    oms_wire::push_timestamp(&mut s, now);
     s.push_str(",\"triggerAt\":");
     if t == 0 {
         s.push_str("null");
     } else {
-        render::timestamp(&mut s, now + t * 1_000_000);
+        oms_wire::push_timestamp(&mut s, now + t * 1_000_000);
     }
     s.push('}');
     Ok(Answer::json(200, s))
@@ -201,7 +165,8 @@ pub async fn run_timer(app: Arc<App>, mut stop: tokio::sync::watch::Receiver<boo
         for account in app.trading.deadman.take_expired(Instant::now()) {
             let started = Instant::now();
             let corr =
-                oms_core::command::CorrelationId::new(&format!("deadman-{:x}", now_nanos())).ok();
+                oms_core::command::CorrelationId::new(&format!("deadman-{:x}", app.clock.now()))
+                    .ok();
             let cmd = CancelAll {
                 account,
                 symbol: None,

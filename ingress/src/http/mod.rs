@@ -1,5 +1,9 @@
-//! The HTTP front: hyper 1 (HTTP/1.1 keep-alive and HTTP/2), routing, correlation ids,
-//! body limits, error rendering, per-request metrics and one log line per request.
+//! The HTTP front: hyper 1 (HTTP/1.1 keep-alive and HTTP/2) under a stack of tower layers
+//! (`layers.rs`: correlation id, routing, logging and metrics, timeout, auth, rate limit,
+//! body limit) over thin route handlers, with connection-level limits in `conn.rs`.
+//!
+//! Handlers parse, submit to the ring or query the processor, and return an [`Answer`] or an
+//! [`ApiError`]; everything they render is an `oms-wire` type.
 
 // Errors travel by value: they are the rare path, and boxing them would add an allocation
 // to every rejected request for no gain.
@@ -8,62 +12,109 @@
 pub mod assets;
 pub mod auth;
 pub mod batch;
+pub mod body;
 pub mod cancel_all;
-pub mod error;
+pub mod conn;
+pub mod layers;
+pub mod limits;
 pub mod market;
 pub mod ops;
 pub mod orders;
-pub mod render;
+pub mod router;
 pub mod venue;
 
-use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::{HeaderValue, Method, Request, Response, StatusCode, header};
-use http_body_util::{BodyExt, Full, Limited};
-use hyper::body::Incoming;
-use hyper::service::service_fn;
+use http::{HeaderMap, header};
+use http_body_util::{BodyExt, Limited};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use oms_core::engine::Engine;
-use oms_core::{AccountId, InstrumentTable};
+use oms_core::{InstrumentTable, Money};
+use oms_wire::ApiError;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
+use tower_service::Service as _;
 
-use self::error::ApiError;
-use crate::config::AuthMode;
-use crate::metrics::{Metrics, Route};
+use self::auth::Authenticator;
+use self::body::Body;
+use self::conn::{ConnLimits, Registry};
+use self::limits::RateLimits;
+use self::router::Router;
+use crate::backends::{ReadyCheck, StorePool};
+use crate::clock::SharedClock;
+use crate::metrics::Metrics;
 use crate::pipeline::Pipeline;
 use crate::processor::Query;
 
-/// A readiness probe of one dependency.
-pub type ReadyCheck = Box<dyn Fn() -> (&'static str, bool, String) + Send + Sync>;
+pub use self::layers::Ctx;
 
-/// Everything a request handler needs.
+/// Everything a request handler needs. Built once by `oms serve` from [`AppParts`]; its
+/// state is private to the HTTP front.
 pub struct App {
+    table: Arc<InstrumentTable>,
+    pipeline: Pipeline,
+    queries: crossbeam_channel::Sender<Query>,
+    metrics: Arc<Metrics>,
+    router: Router,
+    auth: Arc<Authenticator>,
+    limits: RateLimits,
+    clock: Arc<dyn SharedClock>,
+    max_body: usize,
+    request_timeout: Duration,
+    /// False while starting and while draining for shutdown.
+    ready: AtomicBool,
+    ready_checks: Vec<ReadyCheck>,
+    ids: CorrelationIds,
+    /// Equity shown for accounts that have not traded yet (dev mode).
+    default_equity: Option<Money>,
+    /// Set with `--query-store mongo`: GET order routes read the projection.
+    order_store: Option<Arc<StorePool>>,
+    /// Batch limits, dead-man's switches, the audit log.
+    trading: venue::Trading,
+    /// The WebSocket endpoint `/ws`.
+    ws: crate::ws::WsHandle,
+}
+
+/// What [`App::new`] is built from.
+pub struct AppParts {
     pub table: Arc<InstrumentTable>,
     pub pipeline: Pipeline,
     pub queries: crossbeam_channel::Sender<Query>,
     pub metrics: Arc<Metrics>,
-    pub auth: AuthMode,
-    pub jwt_secret: Option<Vec<u8>>,
+    pub auth: Arc<Authenticator>,
+    pub limits: RateLimits,
+    pub clock: Arc<dyn SharedClock>,
     pub max_body: usize,
-    /// False while starting and while draining for shutdown.
-    pub ready: AtomicBool,
+    pub request_timeout: Duration,
     pub ready_checks: Vec<ReadyCheck>,
     pub node_id: u64,
-    pub started: Instant,
-    pub correlation_seq: AtomicU64,
-    /// Equity shown for accounts that have not traded yet (dev mode).
-    pub default_equity: Option<oms_core::Money>,
-    /// Set with `--query-store mongo`: GET order routes read the projection.
-    pub order_store: Option<std::sync::Arc<crate::backends::StorePool>>,
-    /// Batch limits, dead-man's switches, the audit log.
+    pub default_equity: Option<Money>,
+    pub order_store: Option<Arc<StorePool>>,
     pub trading: venue::Trading,
-    /// The WebSocket endpoint `/ws`.
     pub ws: crate::ws::WsHandle,
+}
+
+/// Generated correlation ids: node, time since start, sequence.
+struct CorrelationIds {
+    node_id: u64,
+    started: Instant,
+    seq: AtomicU64,
+}
+
+impl CorrelationIds {
+    fn next(&self) -> String {
+        let n = self.seq.fetch_add(1, Ordering::Relaxed);
+        let t = self.started.elapsed().as_nanos() as u64;
+        format!(
+            "{:04x}-{:012x}-{:08x}",
+            self.node_id & 0xffff,
+            t & 0xffff_ffff_ffff,
+            n & 0xffff_ffff
+        )
+    }
 }
 
 /// A successful answer: status, JSON body, and whether it is an idempotent replay.
@@ -85,7 +136,8 @@ impl Answer {
     }
 }
 
-/// What a handler returns.
+/// What a handler returns: an answer, or an error with (for idempotent replays of stored
+/// errors) its stored body.
 pub type Outcome = Result<Answer, (ApiError, Option<Bytes>)>;
 
 /// Shorthand for a plain error outcome.
@@ -93,13 +145,57 @@ pub fn err<T>(e: ApiError) -> Result<T, (ApiError, Option<Bytes>)> {
     Err((e, None))
 }
 
-/// Per-request context.
-pub struct Ctx {
-    pub correlation_id: String,
-    pub started: Instant,
-}
-
 impl App {
+    pub fn new(p: AppParts) -> App {
+        App {
+            table: p.table,
+            pipeline: p.pipeline,
+            queries: p.queries,
+            metrics: p.metrics,
+            router: Router::new(),
+            auth: p.auth,
+            limits: p.limits,
+            clock: p.clock,
+            max_body: p.max_body,
+            request_timeout: p.request_timeout,
+            ready: AtomicBool::new(false),
+            ready_checks: p.ready_checks,
+            ids: CorrelationIds {
+                node_id: p.node_id,
+                started: Instant::now(),
+                seq: AtomicU64::new(0),
+            },
+            default_equity: p.default_equity,
+            order_store: p.order_store,
+            trading: p.trading,
+            ws: p.ws,
+        }
+    }
+
+    /// Readiness: false while starting and while draining for shutdown.
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::Release);
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    /// The dependency probes `/ready` runs.
+    pub fn ready_checks(&self) -> &[ReadyCheck] {
+        &self.ready_checks
+    }
+
+    /// The venue features' state (dead-man's switches, audit log).
+    pub fn trading(&self) -> &venue::Trading {
+        &self.trading
+    }
+
+    /// Forgets rate-limit state of idle accounts (called periodically).
+    pub fn prune_rate_limits(&self) {
+        self.limits.prune();
+    }
+
     /// Runs `f` on the processor thread against the engine.
     pub async fn query<T: Send + 'static>(
         &self,
@@ -121,59 +217,37 @@ impl App {
         }
     }
 
-    /// The caller's account (auth off: `X-Account-Id`, default `demo`).
-    pub fn account(&self, req: &Request<Incoming>) -> Result<AccountId, ApiError> {
-        match self.auth {
-            AuthMode::Off => {
-                let raw = req
-                    .headers()
-                    .get("x-account-id")
-                    .map(|v| v.to_str().unwrap_or("\u{0}"));
-                let raw = raw.unwrap_or("demo");
-                AccountId::new(raw).map_err(|e| {
-                    ApiError::bad_request("INVALID_ACCOUNT", format!("X-Account-Id {e}"))
-                        .field("X-Account-Id")
-                })
-            }
-            AuthMode::Jwt => {
-                auth::account_from_jwt(req, self.jwt_secret.as_deref().unwrap_or_default())
-            }
-        }
-    }
-
-    fn correlation_id(&self, req: &Request<Incoming>) -> String {
-        if let Some(v) = req
-            .headers()
+    /// The request's `X-Correlation-Id` when it is usable, else a generated one.
+    fn correlation_id(&self, headers: &HeaderMap) -> String {
+        if let Some(v) = headers
             .get("x-correlation-id")
             .and_then(|v| v.to_str().ok())
             && venue::valid_correlation_id(v.as_bytes())
         {
             return v.to_owned();
         }
-        let n = self.correlation_seq.fetch_add(1, Ordering::Relaxed);
-        let t = self.started.elapsed().as_nanos() as u64;
-        format!(
-            "{:04x}-{:012x}-{:08x}",
-            self.node_id & 0xffff,
-            t & 0xffff_ffff_ffff,
-            n & 0xffff_ffff
-        )
+        self.ids.next()
     }
 }
 
+/// 413 for a body over `limit` bytes.
+pub fn too_large(limit: usize) -> ApiError {
+    ApiError::new(
+        413,
+        "PAYLOAD_TOO_LARGE",
+        format!("request body larger than {limit} bytes"),
+    )
+}
+
 /// Reads a whole body, refusing more than `limit` bytes with 413.
-pub async fn read_body(body: Incoming, limit: usize) -> Result<Bytes, ApiError> {
+pub async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
     match Limited::new(body, limit).collect().await {
         Ok(c) => Ok(c.to_bytes()),
         Err(e) => {
             if e.downcast_ref::<http_body_util::LengthLimitError>()
                 .is_some()
             {
-                Err(ApiError::new(
-                    413,
-                    "PAYLOAD_TOO_LARGE",
-                    format!("request body larger than {limit} bytes"),
-                ))
+                Err(too_large(limit))
             } else {
                 Err(ApiError::bad_request(
                     "INVALID_JSON",
@@ -185,9 +259,8 @@ pub async fn read_body(body: Incoming, limit: usize) -> Result<Bytes, ApiError> 
 }
 
 /// Requires `Content-Type: application/json` when a body is sent.
-pub fn require_json(req: &Request<Incoming>) -> Result<(), ApiError> {
-    match req
-        .headers()
+pub fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
+    match headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
     {
@@ -208,212 +281,96 @@ pub fn require_json(req: &Request<Incoming>) -> Result<(), ApiError> {
     }
 }
 
-fn route(method: &Method, path: &str) -> (Route, Result<(), ApiError>) {
-    let segs: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
-    let allow = |r: Route, ok: bool, allow: &'static str| {
-        if ok {
-            (r, Ok(()))
-        } else {
-            (r, Err(ApiError::method_not_allowed(allow)))
-        }
-    };
-    if let Some(r) = venue::route(method, &segs) {
-        return r;
-    }
-    match segs.as_slice() {
-        ["api", "orders"] => match *method {
-            Method::POST => (Route::PlaceOrder, Ok(())),
-            Method::GET => (Route::ListOrders, Ok(())),
-            _ => (
-                Route::Other,
-                Err(ApiError::method_not_allowed("GET, POST, DELETE")),
-            ),
-        },
-        ["api", "orders", _] => match *method {
-            Method::GET => (Route::GetOrder, Ok(())),
-            Method::DELETE => (Route::CancelOrder, Ok(())),
-            Method::PATCH => (Route::AmendOrder, Ok(())),
-            _ => (
-                Route::Other,
-                Err(ApiError::method_not_allowed("GET, DELETE, PATCH")),
-            ),
-        },
-        ["api", "positions"] => allow(Route::Positions, method == Method::GET, "GET"),
-        ["api", "account"] => allow(Route::Account, method == Method::GET, "GET"),
-        ["api", "symbols"] => allow(Route::Symbols, method == Method::GET, "GET"),
-        ["api", "book", _] => allow(Route::Book, method == Method::GET, "GET"),
-        ["api", "trades", _] => allow(Route::Trades, method == Method::GET, "GET"),
-        ["api", "candles", _] => allow(Route::Candles, method == Method::GET, "GET"),
-        ["api", "admin", "halt"] => allow(Route::Halt, method == Method::POST, "POST"),
-        ["health"] => allow(Route::Health, method == Method::GET, "GET"),
-        ["ready"] => allow(Route::Ready, method == Method::GET, "GET"),
-        ["metrics"] => allow(Route::Metrics, method == Method::GET, "GET"),
-        ["openapi.json"] => allow(Route::OpenApi, method == Method::GET, "GET"),
-        _ => (Route::Other, Err(ApiError::not_found())),
-    }
-}
-
-/// Handles one request end to end.
-pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Response<Full<Bytes>> {
-    if let Some(page) = assets::serve(req.method(), req.uri().path(), req.headers()) {
-        return page;
-    }
-    let ctx = Ctx {
-        correlation_id: app.correlation_id(&req),
-        started: Instant::now(),
-    };
-    let method = req.method().clone();
-    let path = req.uri().path().to_owned();
-    let (route, allowed) = route(&method, &path);
-    let allowed = allowed.and_then(|()| venue::check_headers(&req));
-    let audit = venue::audit_start(&app, &method, route, &req);
-    let outcome: Outcome = match allowed {
-        Err(e) => Err((e, None)),
-        Ok(()) => dispatch(&app, route, req, &ctx).await,
-    };
-    let (status, resp) = match outcome {
-        Ok(a) => {
-            if let Some(start) = audit {
-                let detail = (route == Route::CancelAll || route == Route::BatchCancel)
-                    .then(|| String::from_utf8_lossy(&a.body).into_owned());
-                venue::audit_finish(&app, start, &ctx, a.status, None, detail);
-            }
-            (a.status, respond(&ctx, a))
-        }
-        Err((e, body)) => {
-            app.metrics.reject(e.code);
-            if let Some(start) = audit {
-                venue::audit_finish(&app, start, &ctx, e.status, Some(e.code), None);
-            }
-            let status = e.status;
-            (status, respond_error(&ctx, &e, body))
-        }
-    };
-    let latency = ctx.started.elapsed();
-    app.metrics.record_request(route, status, latency);
-    if status >= 500 {
-        tracing::warn!(correlation_id = %ctx.correlation_id, %method, path, status, latency_us = latency.as_micros() as u64, "request");
-    } else if status >= 400 {
-        tracing::info!(correlation_id = %ctx.correlation_id, %method, path, status, latency_us = latency.as_micros() as u64, "request");
-    } else {
-        tracing::debug!(correlation_id = %ctx.correlation_id, %method, path, status, latency_us = latency.as_micros() as u64, "request");
-    }
-    resp
-}
-
-async fn dispatch(app: &Arc<App>, route: Route, req: Request<Incoming>, ctx: &Ctx) -> Outcome {
-    let req = match venue::dispatch(app, route, req, ctx).await {
-        Ok(outcome) => return outcome,
-        Err(req) => req,
-    };
-    match route {
-        Route::PlaceOrder => orders::place(app, req, ctx).await,
-        Route::GetOrder => orders::get(app, req).await,
-        Route::ListOrders => orders::list(app, req).await,
-        Route::CancelOrder => orders::cancel(app, req, ctx).await,
-        Route::AmendOrder => orders::amend(app, req, ctx).await,
-        Route::Halt => orders::halt(app, req, ctx).await,
-        Route::Positions => market::positions(app, req).await,
-        Route::Account => market::account(app, req).await,
-        Route::Symbols => market::symbols(app).await,
-        Route::Book => market::book(app, req).await,
-        Route::Trades => market::trades(app, req).await,
-        Route::Candles => market::candles(app, req).await,
-        Route::Health => Ok(Answer::json(200, &b"{\"status\":\"ok\"}"[..])),
-        Route::Ready => Ok(ops::ready(app)),
-        Route::Metrics => Ok(ops::metrics(app)),
-        Route::OpenApi => Ok(ops::openapi()),
-        // Answered by `venue::dispatch` above.
-        Route::CancelAll
-        | Route::CancelAllAfter
-        | Route::BatchPlace
-        | Route::BatchCancel
-        | Route::GetByClientId
-        | Route::CancelByClientId
-        | Route::Audit
-        | Route::Other => err(ApiError::not_found()),
-    }
-}
-
-fn base(ctx: &Ctx, status: u16, content_type: &'static str, body: Bytes) -> Response<Full<Bytes>> {
-    let mut r = Response::new(Full::new(body));
-    *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let h = r.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    if let Ok(v) = HeaderValue::from_str(&ctx.correlation_id) {
-        h.insert("x-correlation-id", v);
-    }
-    r
-}
-
-fn respond(ctx: &Ctx, a: Answer) -> Response<Full<Bytes>> {
-    let mut r = base(ctx, a.status, a.content_type, a.body);
-    if a.replayed {
-        r.headers_mut()
-            .insert("idempotent-replayed", HeaderValue::from_static("true"));
-    }
-    r
-}
-
-fn respond_error(ctx: &Ctx, e: &ApiError, body: Option<Bytes>) -> Response<Full<Bytes>> {
-    let body = body.unwrap_or_else(|| {
-        let mut s = String::with_capacity(256);
-        render::error_body(&mut s, e, &ctx.correlation_id, None);
-        Bytes::from(s)
-    });
-    let mut r = base(ctx, e.status, "application/json", body);
-    if let Some(secs) = e.retry_after {
-        r.headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
-    }
-    if let Some(allow) = e.allow {
-        r.headers_mut()
-            .insert(header::ALLOW, HeaderValue::from_static(allow));
-    }
-    r
+/// Connection settings of the listener.
+#[derive(Clone, Copy, Debug)]
+pub struct ListenConfig {
+    pub limits: ConnLimits,
+    /// Largest request head (line + headers) hyper buffers before answering 431.
+    pub max_header_bytes: usize,
 }
 
 /// Accepts connections until `shutdown` fires.
 pub async fn serve(
     listener: TcpListener,
     app: Arc<App>,
+    cfg: ListenConfig,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
-    let builder = Arc::new(hyper_util::server::conn::auto::Builder::new(
-        TokioExecutor::new(),
-    ));
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder.http1().max_buf_size(cfg.max_header_bytes.max(8192));
+    let builder = Arc::new(builder);
+    let registry = Registry::new(cfg.limits);
+    let correlation: Arc<dyn Fn() -> String + Send + Sync> = {
+        let app = Arc::clone(&app);
+        Arc::new(move || app.ids.next())
+    };
+    let mut last_warn: Option<Instant> = None;
     loop {
         let conn = tokio::select! {
             c = listener.accept() => c,
             _ = shutdown.changed() => break,
         };
-        let (stream, _) = match conn {
-            Ok(c) => c,
+        let stream = match conn {
+            Ok((s, _)) => s,
             Err(e) => {
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(10)).await;
+                // EMFILE and friends: keep accepting, log at most once a second.
+                if last_warn.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+                    tracing::warn!(error = %e, connections = registry.len(), "accept failed");
+                    last_warn = Some(Instant::now());
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
                 continue;
             }
         };
         let _ = stream.set_nodelay(true);
         let app = Arc::clone(&app);
         let builder = Arc::clone(&builder);
+        let registry = Arc::clone(&registry);
+        let correlation = Arc::clone(&correlation);
         tokio::spawn(async move {
-            let svc = service_fn(move |req| {
-                let app = Arc::clone(&app);
-                async move {
+            let Some(slot) = registry.admit().await else {
+                refuse(stream, &correlation()).await;
+                return;
+            };
+            let state = Arc::clone(&slot.state);
+            let svc = layers::stack(&app, &state);
+            let ws_app = Arc::clone(&app);
+            let hyper_svc =
+                hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
                     if crate::ws::is_ws(&req) {
-                        return Ok::<_, Infallible>(crate::ws::upgrade(&app.ws, req));
+                        // The upgrade leaves the HTTP stack: the WebSocket has its own
+                        // limits (docs/websocket.md). Its answers carry a correlation id like
+                        // every answer of ours (and so are never taken for hyper's own).
+                        let corr = ws_app.correlation_id(req.headers());
+                        let mut r = crate::ws::upgrade(&ws_app.ws, req);
+                        if let Ok(v) = http::HeaderValue::from_str(&corr) {
+                            r.headers_mut().insert("x-correlation-id", v);
+                        }
+                        return Box::pin(async move { Ok(r) }) as layers::BoxFuture;
                     }
-                    Ok::<_, Infallible>(handle(app, req).await)
+                    let mut svc = svc.clone();
+                    let req = req.map(|b| Body::new(b, Arc::clone(&state)));
+                    svc.call(req)
+                });
+            let io = TokioIo::new(conn::Io::new(stream, Arc::clone(&slot.state), correlation));
+            let served = Box::pin(async move {
+                if let Err(e) = builder.serve_connection_with_upgrades(io, hyper_svc).await {
+                    tracing::debug!(error = %e, "connection ended with an error");
                 }
             });
-            if let Err(e) = builder
-                .serve_connection_with_upgrades(TokioIo::new(stream), svc)
-                .await
-            {
-                tracing::debug!(error = %e, "connection ended with an error");
-            }
+            conn::supervise(served, &slot.state, registry.limits()).await;
+            drop(slot);
         });
     }
+}
+
+/// Answers a connection refused at the cap and closes it, within a second at most.
+async fn refuse(mut stream: tokio::net::TcpStream, correlation_id: &str) {
+    use tokio::io::AsyncWriteExt as _;
+    let bytes = conn::refusal(correlation_id);
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        let _ = stream.write_all(&bytes).await;
+        let _ = stream.shutdown().await;
+    })
+    .await;
 }

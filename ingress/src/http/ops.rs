@@ -1,49 +1,80 @@
 //! Operational routes: readiness, metrics, the OpenAPI document.
 
-use std::sync::atomic::Ordering;
+use serde::Serialize;
+use serde::ser::SerializeMap as _;
 
-use super::render::json_str;
 use super::{Answer, App};
 
 /// The OpenAPI 3.1 document describing every route.
 pub const OPENAPI: &str = include_str!("../../openapi.json");
 
+/// One readiness check in `/ready`'s body.
+#[derive(Serialize)]
+struct Check {
+    ok: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    detail: Option<String>,
+}
+
+/// The checks, in the order they were made (started, log, then each dependency).
+struct Checks(Vec<(&'static str, Check)>);
+
+impl Serialize for Checks {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(Some(self.0.len()))?;
+        for (name, check) in &self.0 {
+            m.serialize_entry(name, check)?;
+        }
+        m.end()
+    }
+}
+
+#[derive(Serialize)]
+struct Ready {
+    checks: Checks,
+    status: &'static str,
+}
+
 /// `GET /ready`: 200 only when started, not draining, and every dependency answers.
 pub fn ready(app: &App) -> Answer {
-    let mut ok = app.ready.load(Ordering::Acquire);
-    let mut s = String::with_capacity(256);
-    s.push_str("{\"checks\":{\"started\":");
-    s.push_str(if ok {
-        "{\"ok\":true}"
-    } else {
-        "{\"ok\":false,\"detail\":\"starting or draining\"}"
-    });
+    let started = app.is_ready();
     let log_ok = app.metrics.log_healthy();
-    ok &= log_ok;
-    s.push_str(if log_ok {
-        ",\"log\":{\"ok\":true,\"detail\":\"last append succeeded\"}"
-    } else {
-        ",\"log\":{\"ok\":false,\"detail\":\"the last order-log append failed\"}"
-    });
-    for check in &app.ready_checks {
-        let (name, good, detail) = check();
-        ok &= good;
-        s.push(',');
-        json_str(&mut s, name);
-        s.push_str(if good {
-            ":{\"ok\":true,\"detail\":"
-        } else {
-            ":{\"ok\":false,\"detail\":"
-        });
-        json_str(&mut s, &detail);
-        s.push('}');
+    let mut checks = vec![
+        (
+            "started",
+            Check {
+                ok: started,
+                detail: (!started).then(|| "starting or draining".to_owned()),
+            },
+        ),
+        (
+            "log",
+            Check {
+                ok: log_ok,
+                detail: Some(if log_ok {
+                    "last append succeeded".to_owned()
+                } else {
+                    "the last order-log append failed".to_owned()
+                }),
+            },
+        ),
+    ];
+    for check in app.ready_checks() {
+        let (name, ok, detail) = check();
+        checks.push((
+            name,
+            Check {
+                ok,
+                detail: Some(detail),
+            },
+        ));
     }
-    s.push_str(if ok {
-        "},\"status\":\"ready\"}"
-    } else {
-        "},\"status\":\"not_ready\"}"
-    });
-    Answer::json(if ok { 200 } else { 503 }, s)
+    let ok = checks.iter().all(|(_, c)| c.ok);
+    let body = Ready {
+        checks: Checks(checks),
+        status: if ok { "ready" } else { "not_ready" },
+    };
+    Answer::json(if ok { 200 } else { 503 }, oms_wire::to_vec(&body, 256))
 }
 
 /// `GET /metrics`.

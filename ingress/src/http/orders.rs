@@ -8,8 +8,6 @@ use std::borrow::Cow;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::Request;
-use hyper::body::Incoming;
 use oms_core::command::{AmendOrder, CancelOrder, CorrelationId, HaltScope, RiskDecision, SetHalt};
 use oms_core::ports::OrderQuery;
 use oms_core::validate::{parse_price, parse_qty};
@@ -17,8 +15,10 @@ use oms_core::{AccountId, IdempotencyKey, OrderId, OrderStatus, OrderType, Qty, 
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::error::ApiError;
-use super::{Answer, App, Ctx, Outcome, err, read_body, render, require_json};
+use oms_wire::{ApiError, OrderJson, OrderPageJson};
+
+use super::layers::Req;
+use super::{Answer, App, Ctx, Outcome, err, read_body, require_json};
 use crate::pipeline::slot::{RawPlace, Reply, Text, Work};
 
 /// The `POST /api/orders` body. Numbers keep their literal text for exact parsing.
@@ -172,7 +172,7 @@ pub(super) fn reply_outcome(reply: Reply) -> Outcome {
     }
 }
 
-pub(super) fn idempotency_key(req: &Request<Incoming>) -> Result<IdempotencyKey, ApiError> {
+pub(super) fn idempotency_key(req: &Req) -> Result<IdempotencyKey, ApiError> {
     let h = req.headers();
     let v = h
         .get("x-idempotency-key")
@@ -201,10 +201,9 @@ pub(super) fn idempotency_key(req: &Request<Incoming>) -> Result<IdempotencyKey,
 }
 
 /// `POST /api/orders`.
-pub async fn place(app: &Arc<App>, req: Request<Incoming>, ctx: &Ctx) -> Outcome {
-    let account = app.account(&req).map_err(|e| (e, None))?;
+pub async fn place(app: &Arc<App>, req: Req, ctx: &Ctx, account: AccountId) -> Outcome {
     let key = idempotency_key(&req).map_err(|e| (e, None))?;
-    require_json(&req).map_err(|e| (e, None))?;
+    require_json(req.headers()).map_err(|e| (e, None))?;
     let body = read_body(req.into_body(), app.max_body)
         .await
         .map_err(|e| (e, None))?;
@@ -270,7 +269,7 @@ pub(super) fn parse_place(body: &[u8]) -> Result<RawPlace, ApiError> {
     Ok(raw)
 }
 
-fn order_id_of(req: &Request<Incoming>) -> Result<OrderId, ApiError> {
+fn order_id_of(req: &Req) -> Result<OrderId, ApiError> {
     let id = req
         .uri()
         .path()
@@ -320,8 +319,7 @@ pub(super) async fn facts(
 }
 
 /// `GET /api/orders/{orderId}`.
-pub async fn get(app: &Arc<App>, req: Request<Incoming>) -> Outcome {
-    let account = app.account(&req).map_err(|e| (e, None))?;
+pub async fn get(app: &Arc<App>, req: Req, account: AccountId) -> Outcome {
     let id = order_id_of(&req).map_err(|e| (e, None))?;
     if let Some(pool) = app.order_store.as_ref() {
         let table = Arc::clone(&app.table);
@@ -330,21 +328,15 @@ pub async fn get(app: &Arc<App>, req: Request<Incoming>) -> Outcome {
             .await
             .map_err(|e| (e, None))?;
         return match found {
-            Some(o) => {
-                let mut s = String::with_capacity(640);
-                render::order(&mut s, &table, &o);
-                Ok(Answer::json(200, s))
-            }
+            Some(o) => Ok(Answer::json(200, OrderJson::rest(&table, &o))),
             None => err(ApiError::order_not_found()),
         };
     }
     let body = app
         .query(move |e| {
-            e.order(id).filter(|o| o.account == account).map(|o| {
-                let mut s = String::with_capacity(640);
-                render::order(&mut s, e.instruments(), o);
-                s
-            })
+            e.order(id)
+                .filter(|o| o.account == account)
+                .map(|o| OrderJson::rest(e.instruments(), o))
         })
         .await
         .map_err(|e| (e, None))?;
@@ -354,51 +346,11 @@ pub async fn get(app: &Arc<App>, req: Request<Incoming>) -> Outcome {
     }
 }
 
-/// Splits a query string into decoded pairs.
-pub fn query_pairs(req: &Request<Incoming>) -> Vec<(String, String)> {
-    req.uri()
-        .query()
-        .unwrap_or("")
-        .split('&')
-        .filter(|p| !p.is_empty())
-        .map(|p| {
-            let (k, v) = p.split_once('=').unwrap_or((p, ""));
-            (percent_decode(k), percent_decode(v))
-        })
-        .collect()
-}
-
-pub(super) fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'%' if i + 2 < b.len() => match (hex(b[i + 1]), hex(b[i + 2])) {
-                (Some(h), Some(l)) => {
-                    out.push(h << 4 | l);
-                    i += 3;
-                }
-                _ => {
-                    out.push(b'%');
-                    i += 1;
-                }
-            },
-            b'+' => {
-                out.push(b' ');
-                i += 1;
-            }
-            c => {
-                out.push(c);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-fn hex(c: u8) -> Option<u8> {
-    (c as char).to_digit(16).map(|d| d as u8)
+/// The query string as decoded `(name, value)` pairs.
+pub fn query_pairs(req: &Req) -> Result<Vec<(String, String)>, ApiError> {
+    serde_urlencoded::from_str(req.uri().query().unwrap_or("")).map_err(|e| {
+        ApiError::bad_request("INVALID_PARAMETER", format!("malformed query string: {e}"))
+    })
 }
 
 /// Parses `limit`-style integer parameters within bounds.
@@ -416,8 +368,7 @@ pub fn int_param(v: &str, name: &'static str, min: usize, max: usize) -> Result<
 }
 
 /// `GET /api/orders?symbol=&status=&limit=&cursor=`.
-pub async fn list(app: &Arc<App>, req: Request<Incoming>) -> Outcome {
-    let account = app.account(&req).map_err(|e| (e, None))?;
+pub async fn list(app: &Arc<App>, req: Req, account: AccountId) -> Outcome {
     let mut q = OrderQuery {
         account,
         symbol: None,
@@ -425,7 +376,7 @@ pub async fn list(app: &Arc<App>, req: Request<Incoming>) -> Outcome {
         limit: 100,
         cursor: None,
     };
-    for (k, v) in query_pairs(&req) {
+    for (k, v) in query_pairs(&req).map_err(|e| (e, None))? {
         match k.as_str() {
             "symbol" => {
                 let ins = app.table.lookup(&v).ok_or_else(|| {
@@ -478,26 +429,11 @@ fn render_page(
     table: &oms_core::InstrumentTable,
     page: &[&oms_core::Order],
     limit: usize,
-) -> String {
-    let mut s = String::with_capacity(256 + page.len() * 600);
-    s.push_str("{\"orders\":[");
-    for (i, o) in page.iter().enumerate() {
-        if i > 0 {
-            s.push(',');
-        }
-        render::order(&mut s, table, o);
-    }
-    s.push_str("],\"nextCursor\":");
-    match page.last() {
-        Some(o) if page.len() == limit => {
-            s.push('"');
-            s.push_str(&format!("{}_{}", o.created_at, o.order_id));
-            s.push('"');
-        }
-        _ => s.push_str("null"),
-    }
-    s.push('}');
-    s
+) -> Vec<u8> {
+    oms_wire::to_vec(
+        &OrderPageJson::new(table, page, limit),
+        256 + page.len() * 600,
+    )
 }
 
 fn parse_cursor(v: &str) -> Result<(u64, OrderId), ApiError> {
@@ -513,8 +449,7 @@ fn parse_cursor(v: &str) -> Result<(u64, OrderId), ApiError> {
 }
 
 /// `DELETE /api/orders/{orderId}`.
-pub async fn cancel(app: &Arc<App>, req: Request<Incoming>, ctx: &Ctx) -> Outcome {
-    let account = app.account(&req).map_err(|e| (e, None))?;
+pub async fn cancel(app: &Arc<App>, req: Req, ctx: &Ctx, account: AccountId) -> Outcome {
     let id = order_id_of(&req).map_err(|e| (e, None))?;
     let f = facts(app, account, id).await.map_err(|e| (e, None))?;
     let corr = correlation(ctx);
@@ -529,10 +464,9 @@ pub async fn cancel(app: &Arc<App>, req: Request<Incoming>, ctx: &Ctx) -> Outcom
 }
 
 /// `PATCH /api/orders/{orderId}` with `{quantity?, price?}` (quantity = new total).
-pub async fn amend(app: &Arc<App>, req: Request<Incoming>, ctx: &Ctx) -> Outcome {
-    let account = app.account(&req).map_err(|e| (e, None))?;
+pub async fn amend(app: &Arc<App>, req: Req, ctx: &Ctx, account: AccountId) -> Outcome {
     let id = order_id_of(&req).map_err(|e| (e, None))?;
-    require_json(&req).map_err(|e| (e, None))?;
+    require_json(req.headers()).map_err(|e| (e, None))?;
     let body = read_body(req.into_body(), app.max_body)
         .await
         .map_err(|e| (e, None))?;
@@ -599,9 +533,8 @@ pub async fn amend(app: &Arc<App>, req: Request<Incoming>, ctx: &Ctx) -> Outcome
 }
 
 /// `POST /api/admin/halt`.
-pub async fn halt(app: &Arc<App>, req: Request<Incoming>, ctx: &Ctx) -> Outcome {
-    let caller = app.account(&req).map_err(|e| (e, None))?;
-    require_json(&req).map_err(|e| (e, None))?;
+pub async fn halt(app: &Arc<App>, req: Req, ctx: &Ctx, caller: AccountId) -> Outcome {
+    require_json(req.headers()).map_err(|e| (e, None))?;
     let body = read_body(req.into_body(), app.max_body)
         .await
         .map_err(|e| (e, None))?;
@@ -678,11 +611,5 @@ mod tests {
                 .code,
             "UNKNOWN_SYMBOL"
         );
-    }
-
-    #[test]
-    fn percent_decoding() {
-        assert_eq!(percent_decode("BTC%2FUSD"), "BTC/USD");
-        assert_eq!(percent_decode("a+b%"), "a b%");
     }
 }

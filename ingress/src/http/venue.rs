@@ -6,14 +6,16 @@
 
 use std::sync::Arc;
 
-use http::{Method, Request};
-use hyper::body::Incoming;
+use http::Method;
 use oms_core::command::CancelOrder;
 use oms_core::{AccountId, ClientOrderId};
 
-use super::error::ApiError;
+use oms_wire::ApiError;
+
+use super::auth::Principal;
+use super::layers::Req;
 use super::orders::{correlation, query_pairs, submit_command};
-use super::{Answer, App, Ctx, Outcome, batch, cancel_all, err, render};
+use super::{Answer, App, Ctx, Outcome, batch, cancel_all, err};
 use crate::audit::{AuditLog, AuditRecord};
 use crate::metrics::Route;
 use crate::pipeline::slot::Work;
@@ -39,49 +41,20 @@ impl Default for Trading {
     }
 }
 
-/// Routes of this module: `Some` when the path is one of them.
-pub fn route(method: &Method, segs: &[&str]) -> Option<(Route, Result<(), ApiError>)> {
-    let r = |route: Route, ok: bool, allow: &'static str| {
-        Some(if ok {
-            (route, Ok(()))
-        } else {
-            (Route::Other, Err(ApiError::method_not_allowed(allow)))
-        })
-    };
-    match segs {
-        ["api", "orders"] if method == Method::DELETE => Some((Route::CancelAll, Ok(()))),
-        ["api", "orders", "batch"] => match *method {
-            Method::POST => r(Route::BatchPlace, true, ""),
-            Method::DELETE => r(Route::BatchCancel, true, ""),
-            _ => r(Route::Other, false, "POST, DELETE"),
-        },
-        ["api", "orders", "cancel-all-after"] => {
-            r(Route::CancelAllAfter, method == Method::POST, "POST")
-        }
-        ["api", "orders", "by-client-id", _] => match *method {
-            Method::GET => r(Route::GetByClientId, true, ""),
-            Method::DELETE => r(Route::CancelByClientId, true, ""),
-            _ => r(Route::Other, false, "GET, DELETE"),
-        },
-        ["api", "admin", "audit"] => r(Route::Audit, method == Method::GET, "GET"),
-        _ => None,
-    }
-}
-
-/// Dispatch for the routes of [`route`]; `None` for the others.
+/// Dispatch for the routes of this module; the request back for the others.
 pub async fn dispatch(
     app: &Arc<App>,
-    route: Route,
-    req: Request<Incoming>,
+    req: Req,
     ctx: &Ctx,
-) -> Result<Outcome, Request<Incoming>> {
-    Ok(match route {
-        Route::CancelAll => cancel_all::cancel_all(app, req, ctx).await,
-        Route::CancelAllAfter => cancel_all::cancel_all_after(app, req, ctx).await,
-        Route::BatchPlace => batch::place(app, req, ctx).await,
-        Route::BatchCancel => batch::cancel(app, req, ctx).await,
-        Route::GetByClientId => get_by_client_id(app, req).await,
-        Route::CancelByClientId => cancel_by_client_id(app, req, ctx).await,
+    account: AccountId,
+) -> Result<Outcome, Req> {
+    Ok(match ctx.route.route {
+        Route::CancelAll => cancel_all::cancel_all(app, req, ctx, account).await,
+        Route::CancelAllAfter => cancel_all::cancel_all_after(app, req, ctx, account).await,
+        Route::BatchPlace => batch::place(app, req, ctx, account).await,
+        Route::BatchCancel => batch::cancel(app, req, ctx, account).await,
+        Route::GetByClientId => get_by_client_id(app, req, account).await,
+        Route::CancelByClientId => cancel_by_client_id(app, req, ctx, account).await,
         Route::Audit => audit(app, req).await,
         _ => return Err(req),
     })
@@ -96,19 +69,17 @@ pub struct AuditStart {
 }
 
 /// Called before dispatch: `Some` for state-changing requests (everything but GET/HEAD).
-pub fn audit_start(
-    app: &App,
-    method: &Method,
-    route: Route,
-    req: &Request<Incoming>,
-) -> Option<AuditStart> {
+/// Requests refused before they reach a handler (401, 403, 429, 413) are counted by the
+/// metrics and logged, but not audited: they changed nothing.
+pub fn audit_start(req: &Req, route: Route, principal: Option<&Principal>) -> Option<AuditStart> {
+    let method = req.method();
     if *method == Method::GET || *method == Method::HEAD || *method == Method::OPTIONS {
         return None;
     }
-    let account = app
-        .account(req)
-        .map(|a| a.as_str().to_owned())
-        .unwrap_or_else(|e| format!("<{}>", e.code));
+    let account = principal.map_or_else(
+        || "<anonymous>".to_owned(),
+        |p| p.account.as_str().to_owned(),
+    );
     let path = req.uri().path();
     let target = match route {
         Route::GetOrder | Route::CancelOrder | Route::AmendOrder | Route::CancelByClientId => {
@@ -118,16 +89,10 @@ pub fn audit_start(
     };
     Some(AuditStart {
         account,
-        role: role_of(app),
+        role: principal.map_or("none", |p| p.roles.label()),
         action: route.label(),
         target,
     })
-}
-
-/// The caller's role as the request context knows it. Until roles exist every
-/// authenticated caller may do everything, which the record says as `trader`.
-fn role_of(_app: &App) -> &'static str {
-    "trader"
 }
 
 /// Called after the answer is known.
@@ -144,14 +109,14 @@ pub fn audit_finish(
         role: start.role.to_owned(),
         action: start.action.to_owned(),
         target: start.target,
-        correlation_id: Some(ctx.correlation_id.clone()),
+        correlation_id: Some(ctx.correlation_id.to_string()),
         status,
         code: code.map(str::to_owned),
         detail,
     });
 }
 
-fn client_order_id_of(req: &Request<Incoming>) -> Result<ClientOrderId, ApiError> {
+fn client_order_id_of(req: &Req) -> Result<ClientOrderId, ApiError> {
     let raw = req
         .uri()
         .path()
@@ -159,7 +124,7 @@ fn client_order_id_of(req: &Request<Incoming>) -> Result<ClientOrderId, ApiError
         .rsplit('/')
         .next()
         .unwrap_or("");
-    let decoded = super::orders::percent_decode(raw);
+    let decoded = percent_decode(raw);
     ClientOrderId::new(&decoded).map_err(|e| {
         ApiError::bad_request("INVALID_CLIENT_ORDER_ID", format!("clientOrderId {e}"))
             .field("clientOrderId")
@@ -168,16 +133,12 @@ fn client_order_id_of(req: &Request<Incoming>) -> Result<ClientOrderId, ApiError
 
 /// `GET /api/orders/by-client-id/{clientOrderId}`: the open order with that id, else the
 /// newest one that had it.
-pub async fn get_by_client_id(app: &Arc<App>, req: Request<Incoming>) -> Outcome {
-    let account = app.account(&req).map_err(|e| (e, None))?;
+pub async fn get_by_client_id(app: &Arc<App>, req: Req, account: AccountId) -> Outcome {
     let cid = client_order_id_of(&req).map_err(|e| (e, None))?;
     let body = app
         .query(move |e| {
-            e.order_by_client_id(&account, &cid).map(|o| {
-                let mut s = String::with_capacity(640);
-                render::order(&mut s, e.instruments(), o);
-                s
-            })
+            e.order_by_client_id(&account, &cid)
+                .map(|o| oms_wire::OrderJson::rest(e.instruments(), o))
         })
         .await
         .map_err(|e| (e, None))?;
@@ -188,8 +149,12 @@ pub async fn get_by_client_id(app: &Arc<App>, req: Request<Incoming>) -> Outcome
 }
 
 /// `DELETE /api/orders/by-client-id/{clientOrderId}`: cancels the open order with that id.
-pub async fn cancel_by_client_id(app: &Arc<App>, req: Request<Incoming>, ctx: &Ctx) -> Outcome {
-    let account = app.account(&req).map_err(|e| (e, None))?;
+pub async fn cancel_by_client_id(
+    app: &Arc<App>,
+    req: Req,
+    ctx: &Ctx,
+    account: AccountId,
+) -> Outcome {
     let cid = client_order_id_of(&req).map_err(|e| (e, None))?;
     let found = app
         .query(move |e| {
@@ -215,12 +180,11 @@ pub async fn cancel_by_client_id(app: &Arc<App>, req: Request<Incoming>, ctx: &C
 
 /// `GET /api/admin/audit?account=&from=&limit=`: audit records, oldest first. `from` is
 /// RFC 3339 or milliseconds since the epoch.
-pub async fn audit(app: &Arc<App>, req: Request<Incoming>) -> Outcome {
-    let _caller = app.account(&req).map_err(|e| (e, None))?;
+pub async fn audit(app: &Arc<App>, req: Req) -> Outcome {
     let mut account: Option<String> = None;
     let mut from = 0u64;
     let mut limit = 100usize;
-    for (k, v) in query_pairs(&req) {
+    for (k, v) in query_pairs(&req).map_err(|e| (e, None))? {
         match k.as_str() {
             "account" => {
                 AccountId::new(&v).map_err(|e| {
@@ -255,7 +219,7 @@ pub async fn audit(app: &Arc<App>, req: Request<Incoming>) -> Outcome {
         s.push_str("{\"seq\":");
         s.push_str(&r.seq.to_string());
         s.push_str(",\"time\":");
-        render::timestamp(&mut s, r.ts);
+        oms_wire::push_timestamp(&mut s, r.ts);
         let rest = serde_json::to_string(&r.record).unwrap_or_else(|_| "{}".into());
         s.push(',');
         s.push_str(rest.strip_prefix('{').unwrap_or("}"));
@@ -295,8 +259,7 @@ const SINGLE_HEADERS: [&str; 5] = [
 /// Refuses repeated identity/idempotency headers (400 `DUPLICATE_HEADER`), both idempotency
 /// header spellings with different values, and a malformed `X-Correlation-Id`
 /// (400 `INVALID_CORRELATION_ID`).
-pub fn check_headers(req: &Request<Incoming>) -> Result<(), ApiError> {
-    let h = req.headers();
+pub fn check_headers(h: &http::HeaderMap) -> Result<(), ApiError> {
     for name in SINGLE_HEADERS {
         if h.get_all(name).iter().nth(1).is_some() {
             return Err(ApiError::bad_request(
@@ -330,4 +293,29 @@ pub fn check_headers(req: &Request<Incoming>) -> Result<(), ApiError> {
 /// 1–64 bytes of printable ASCII without spaces.
 pub fn valid_correlation_id(v: &[u8]) -> bool {
     !v.is_empty() && v.len() <= 64 && v.iter().all(|b| (0x21..=0x7e).contains(b))
+}
+
+/// Decodes `%XX` escapes of a path segment (a `+` stays a `+` in a path).
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
+        match (
+            b[i],
+            b.get(i + 1).copied().and_then(hex),
+            b.get(i + 2).copied().and_then(hex),
+        ) {
+            (b'%', Some(h), Some(l)) => {
+                out.push(h << 4 | l);
+                i += 3;
+            }
+            (c, _, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }

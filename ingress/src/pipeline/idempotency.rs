@@ -8,23 +8,19 @@
 //! tried again on the next batch once its cool-down ends.
 
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use crossbeam_channel::Receiver;
 use oms_core::idempotency::MemoryIdempotency;
-use oms_core::ids::{IdGen, Uuid7Gen};
+use oms_core::ids::{Clock, IdGen, Uuid7Gen};
 use oms_core::ports::{Claim, ClaimRequest, Completion, IdemKey, IdempotencyStore};
+use oms_wire::ApiError;
 
 use super::slot::{Reply, Slot, SlotData, Work};
 use super::stages::IdemMsg;
-use crate::http::error::ApiError;
-use crate::metrics::{IdemResult, Metrics, Stage};
 
-fn now_nanos() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64)
-}
+use crate::clock::SystemClock;
+use crate::metrics::{IdemResult, Metrics, Stage};
 
 /// The batching idempotency stage.
 pub struct IdempotencyStage {
@@ -33,6 +29,8 @@ pub struct IdempotencyStage {
     inbox: Receiver<IdemMsg>,
     metrics: Arc<Metrics>,
     ids: Uuid7Gen,
+    /// Where acceptance timestamps come from (the wall clock in `oms serve`).
+    clock: Box<dyn Clock + Send>,
     last_ts: u64,
     max_batch: usize,
     pending: Vec<*const Slot>,
@@ -57,12 +55,15 @@ impl IdempotencyStage {
         max_batch: usize,
         metrics: Arc<Metrics>,
     ) -> Self {
+        let mut clock: Box<dyn Clock + Send> = Box::new(SystemClock);
+        let seed = node_id.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ clock.now_nanos();
         IdempotencyStage {
             local,
             shared,
             inbox,
             metrics,
-            ids: Uuid7Gen::new(node_id.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ now_nanos()),
+            ids: Uuid7Gen::new(seed),
+            clock,
             last_ts: 0,
             max_batch: max_batch.max(1),
             pending: Vec::with_capacity(max_batch),
@@ -73,6 +74,12 @@ impl IdempotencyStage {
             released: Vec::new(),
             batch_start: None,
         }
+    }
+
+    /// Replaces the wall clock (tests, simulations).
+    pub fn with_clock(mut self, clock: Box<dyn Clock + Send>) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// The disruptor handler.
@@ -116,7 +123,7 @@ impl IdempotencyStage {
     }
 
     fn flush(&mut self) {
-        let now = now_nanos();
+        let now = self.clock.now_nanos();
         let now_ms = now / 1_000_000;
         self.drain_inbox(now_ms);
         let pending = std::mem::take(&mut self.pending);

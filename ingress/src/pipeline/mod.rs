@@ -28,11 +28,11 @@ use disruptor::{
     BusySpinWithSpinLoopHint, MultiProducer, ProcessorSettings, Producer, RingBufferFull,
     SingleConsumerBarrier, build_multi_producer,
 };
+use oms_wire::ApiError;
 use tokio::sync::oneshot;
 
 use self::slot::{ABANDONED, QUEUED, Reply, Slot, SlotData, Ticket};
 use crate::config::{StageLayout, WaitKind};
-use crate::http::error::ApiError;
 use crate::metrics::Metrics;
 
 type RingProducer = MultiProducer<Slot, SingleConsumerBarrier>;

@@ -13,9 +13,8 @@ use std::time::Instant;
 
 use oms_core::command::{AmendOrder, CancelAll, CancelOrder, CorrelationId, PlaceOrder, SetHalt};
 use oms_core::{AccountId, IdempotencyKey};
+use oms_wire::ApiError;
 use tokio::sync::oneshot;
-
-use crate::http::error::ApiError;
 
 /// What the HTTP task receives back.
 #[derive(Debug)]

@@ -22,7 +22,7 @@ use super::data::{self, Head, Kind};
 use super::hub::{Control, Out};
 use super::metrics::CloseReason;
 use super::protocol::{self, Op, Topic, WsError};
-use crate::config::AuthMode;
+use crate::http::auth::Authenticator;
 
 /// What the fan-out thread shares with a connection: a request to close.
 pub struct ConnShared {
@@ -299,7 +299,7 @@ impl Conn {
             Op::Auth { token, account } => {
                 let a = self.authenticate(token, account)?;
                 let mut extra = String::from("\"account\":");
-                crate::http::render::json_str(&mut extra, a.as_str());
+                oms_wire::push_json_str(&mut extra, a.as_str());
                 Ok(Some(protocol::ok_reply("auth", id, &extra)))
             }
             Op::Subscribe(topics) => {
@@ -389,20 +389,20 @@ impl Conn {
         token: Option<String>,
         account: Option<String>,
     ) -> Result<AccountId, WsError> {
-        let a = match (self.ws.auth, token, account) {
-            (AuthMode::Jwt, Some(t), None) => {
-                let secret = self.ws.jwt_secret.as_deref().unwrap_or_default();
-                crate::http::auth::verify(&t, secret, super::now_secs())
+        let a = match (&*self.ws.auth, token, account) {
+            (Authenticator::Jwt(v), Some(t), None) => {
+                v.verify(&t, self.ws.now_secs())
                     .map_err(|e| WsError::new("UNAUTHORIZED", e.message))?
+                    .account
             }
-            (AuthMode::Jwt, _, _) => {
+            (Authenticator::Jwt(_), _, _) => {
                 return Err(WsError::new(
                     "UNAUTHORIZED",
                     "auth needs a \"token\" (a JWT) and nothing else",
                 ));
             }
-            (AuthMode::Off, None, Some(a)) => protocol::dev_account(&a)?,
-            (AuthMode::Off, _, _) => {
+            (Authenticator::Off, None, Some(a)) => protocol::dev_account(&a)?,
+            (Authenticator::Off, _, _) => {
                 return Err(WsError::new(
                     "UNAUTHORIZED",
                     "auth is off on this server: send {\"op\":\"auth\",\"account\":\"…\"}",

@@ -1,57 +1,35 @@
 //! The `data` of `/ws` messages and their envelope.
 //!
-//! `data` reuses the JSON the rest of oms already publishes, so a client parses one schema:
-//! orders are the REST order object (`GET /api/orders/{id}`), executions, trades and candles
-//! the Kafka event objects (docs/kafka.md), book levels the REST book's level objects and
-//! positions the REST position objects. One function per type here is the only place to
-//! change when those renderers move to a shared wire crate.
+//! `data` is the `oms-wire` JSON the rest of oms already publishes, so a client parses one
+//! schema: orders are the REST order object (`GET /api/orders/{id}`), executions, trades and
+//! candles the Kafka event objects (docs/kafka.md), book levels the REST book's level objects
+//! and positions the REST position objects.
 
 use std::fmt::Write as _;
 
-use oms_core::{Event, InstrumentTable, Money, Order, PositionView, Qty};
-
-use crate::http::render::{self, json_str, timestamp};
+use oms_core::{Event, InstrumentTable, Order, PositionView};
+use oms_wire::{PositionJson, push_json_str as json_str, push_timestamp as timestamp};
 
 /// Appends the REST order object.
 pub fn order(s: &mut String, table: &InstrumentTable, o: &Order) {
-    render::order(s, table, o);
+    s.push_str(std::str::from_utf8(&oms_wire::OrderJson::rest(table, o)).unwrap_or("null"));
 }
 
 /// Appends the Kafka event object of an execution, trade or candle (nothing for others).
 pub fn event(s: &mut String, table: &InstrumentTable, e: &Event) {
     if let Some(m) = oms_kafka::event_json(e, table) {
-        s.push_str(&m.json);
+        s.push_str(std::str::from_utf8(&m.json).unwrap_or("null"));
     }
-}
-
-fn money(m: Money) -> String {
-    oms_core::num::format_scaled(m.0, oms_core::num::MONEY_DECIMALS)
 }
 
 /// Appends `[{symbol, quantity, avgEntryPrice, realizedPnl, unrealizedPnl}, …]`, the
 /// elements of `GET /api/positions`.
 pub fn positions(s: &mut String, table: &InstrumentTable, ps: &[PositionView]) {
-    s.push('[');
-    for (i, p) in ps.iter().enumerate() {
-        let Some(ins) = table.try_get(p.symbol) else {
-            continue;
-        };
-        if i > 0 {
-            s.push(',');
-        }
-        s.push_str("{\"symbol\":");
-        json_str(s, &ins.symbol);
-        s.push_str(",\"quantity\":\"");
-        s.push_str(&ins.format_qty(Qty(p.qty)));
-        s.push_str("\",\"avgEntryPrice\":\"");
-        s.push_str(&ins.format_price(p.avg_entry));
-        s.push_str("\",\"realizedPnl\":\"");
-        s.push_str(&money(p.realized_pnl));
-        s.push_str("\",\"unrealizedPnl\":\"");
-        s.push_str(&money(p.unrealized_pnl));
-        s.push_str("\"}");
-    }
-    s.push(']');
+    let items: Vec<PositionJson<'_>> = ps
+        .iter()
+        .filter_map(|p| table.try_get(p.symbol).map(|ins| PositionJson::new(p, ins)))
+        .collect();
+    s.push_str(&serde_json::to_string(&items).expect("wire types always serialize"));
 }
 
 /// Message type of an envelope.
@@ -104,11 +82,10 @@ pub fn envelope(head: &Head<'_>, kind: Kind, seq: u64, ts_nanos: u64, data: &str
     s
 }
 
-/// Wall-clock nanoseconds since the epoch (envelope `ts`).
+/// Wall-clock nanoseconds since the epoch (envelope `ts`), from the binary's one wall clock.
 pub fn now_nanos() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64)
+    use oms_core::ids::Clock as _;
+    crate::clock::SystemClock.now_nanos()
 }
 
 #[cfg(test)]

@@ -35,9 +35,12 @@ use self::config::WsArgs;
 use self::hub::{Control, Hub, HubConfig};
 use self::market::Feed;
 use self::metrics::WsMetrics;
-use crate::config::AuthMode;
-use crate::http::error::ApiError;
-use crate::processor::{EventSink, Query};
+use oms_core::ports::EventSink;
+use oms_wire::ApiError;
+
+use crate::clock::SharedClock;
+use crate::http::auth::Authenticator;
+use crate::processor::Query;
 
 /// Called with the account when an authenticated connection closes (cancel-on-disconnect).
 pub type OnClose = Box<dyn Fn(&AccountId) + Send + Sync>;
@@ -46,8 +49,8 @@ pub type OnClose = Box<dyn Fn(&AccountId) + Send + Sync>;
 pub struct WsShared {
     pub cfg: WsArgs,
     pub table: Arc<InstrumentTable>,
-    pub auth: AuthMode,
-    pub jwt_secret: Option<Vec<u8>>,
+    pub auth: Arc<Authenticator>,
+    pub clock: Arc<dyn SharedClock>,
     pub metrics: Arc<WsMetrics>,
     control: crossbeam_channel::Sender<Control>,
     next_id: AtomicU64,
@@ -120,8 +123,8 @@ pub fn start(
     cfg: WsArgs,
     table: Arc<InstrumentTable>,
     queries: crossbeam_channel::Sender<Query>,
-    auth: AuthMode,
-    jwt_secret: Option<Vec<u8>>,
+    auth: Arc<Authenticator>,
+    clock: Arc<dyn SharedClock>,
     http_metrics: &crate::metrics::Metrics,
 ) -> anyhow::Result<(WsHandle, WsSink)> {
     let metrics = Arc::new(WsMetrics::default());
@@ -153,7 +156,7 @@ pub fn start(
         cfg,
         table,
         auth,
-        jwt_secret,
+        clock,
         metrics: Arc::clone(&metrics),
         control: control_tx,
         next_id: AtomicU64::new(1),
@@ -169,10 +172,11 @@ pub fn start(
     Ok((shared, sink))
 }
 
-fn now_secs() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
+impl WsShared {
+    /// Seconds since the epoch from the injected clock (token expiry).
+    fn now_secs(&self) -> u64 {
+        self.clock.now() / 1_000_000_000
+    }
 }
 
 /// Whether a request is for the WebSocket endpoint.
@@ -181,9 +185,7 @@ pub fn is_ws(req: &Request<Incoming>) -> bool {
 }
 
 fn refuse(e: &ApiError) -> Response<Full<Bytes>> {
-    let mut s = String::with_capacity(256);
-    crate::http::render::error_body(&mut s, e, "", None);
-    let mut r = Response::new(Full::new(Bytes::from(s)));
+    let mut r = Response::new(Full::new(Bytes::from(e.body(""))));
     *r.status_mut() = StatusCode::from_u16(e.status).unwrap_or(StatusCode::BAD_REQUEST);
     r.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -201,19 +203,17 @@ fn header_has(req: &Request<Incoming>, name: header::HeaderName, token: &str) ->
 
 /// The account named by the upgrade request, if any (JWT, or `X-Account-Id` with auth off).
 fn upgrade_account(ws: &WsShared, req: &Request<Incoming>) -> Result<Option<AccountId>, ApiError> {
-    match ws.auth {
-        AuthMode::Jwt => {
+    match &*ws.auth {
+        Authenticator::Jwt(_) => {
             if req.headers().contains_key(header::AUTHORIZATION) {
-                crate::http::auth::account_from_jwt(
-                    req,
-                    ws.jwt_secret.as_deref().unwrap_or_default(),
-                )
-                .map(Some)
+                ws.auth
+                    .principal(req.headers(), ws.now_secs())
+                    .map(|p| Some(p.account))
             } else {
                 Ok(None)
             }
         }
-        AuthMode::Off => match req.headers().get("x-account-id") {
+        Authenticator::Off => match req.headers().get("x-account-id") {
             None => Ok(None),
             Some(v) => AccountId::new(v.to_str().unwrap_or("\u{0}"))
                 .map(Some)

@@ -9,7 +9,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use super::config::BOOK_DEPTHS;
-use crate::http::render::json_str;
+use oms_wire::push_json_str as json_str;
 
 /// Default depth of a `book` subscription without `depth`.
 pub const DEFAULT_BOOK_DEPTH: u32 = 10;

@@ -650,3 +650,61 @@ reference_price = "2500.00"
     std::fs::write(f.path(), text).expect("write instruments");
     f
 }
+
+/// An HS256 JWT with the given claims, signed independently of the server's verifier.
+pub fn jwt(claims: &Value, secret: &str) -> String {
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        claims,
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .expect("sign a test token")
+}
+
+/// Seconds since the Unix epoch (token lifetimes in tests).
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs()
+}
+
+/// `host:port` of a server.
+pub fn addr_of(s: &Server) -> String {
+    s.base.trim_start_matches("http://").to_owned()
+}
+
+/// Reads from a raw connection until EOF or `wait` passes. Returns what was read and whether
+/// the server closed the connection (EOF or reset) within `wait`.
+pub async fn read_until_close(
+    stream: &mut tokio::net::TcpStream,
+    wait: Duration,
+) -> (Vec<u8>, bool) {
+    use tokio::io::AsyncReadExt as _;
+    let mut got = Vec::new();
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut buf = [0u8; 8192];
+    loop {
+        match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
+            Err(_) => return (got, false),
+            Ok(Ok(0)) | Ok(Err(_)) => return (got, true),
+            Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
+/// The status, lower-cased head and body of a raw HTTP/1.1 answer.
+pub fn parse_raw(bytes: &[u8]) -> (u16, String, Value) {
+    let text = String::from_utf8_lossy(bytes);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (
+        status,
+        head.to_ascii_lowercase(),
+        serde_json::from_str(body).unwrap_or(Value::Null),
+    )
+}

@@ -25,11 +25,10 @@ use oms_core::ports::{AppendOutcomes, BatchId, Completion, IdemKey, LogError, St
 
 use super::IdemMsg;
 use super::publish::undo;
-use crate::http::error::ApiError;
-use crate::http::render;
 use crate::metrics::Metrics;
 use crate::pipeline::slot::{Reply, Ticket};
 use crate::processor::{Durable, Feedback};
+use oms_wire::ApiError;
 
 /// A command taken out of its slot, with the ticket of the request waiting for it.
 pub struct Entry {
@@ -153,7 +152,7 @@ impl Acknowledger {
             match &x.cmd {
                 Command::Place(p) => {
                     let corr = p.correlation_id.as_ref().map_or("", |c| c.as_str());
-                    let (status, body) = render::place_ack(&self.table, p, corr);
+                    let (status, body) = oms_wire::place_ack(&self.table, p, corr);
                     if let Some(key) = p.idempotency_key {
                         let _ = self.idem_tx.send(IdemMsg::Done(Completion {
                             key: IdemKey {

@@ -20,8 +20,8 @@ pub use self::publish::{PublishConfig, PublishStage};
 pub use self::risk::risk_stage;
 pub use self::validate::validate_stage;
 use super::slot::{Reply, SlotData};
-use crate::http::error::ApiError;
 use crate::metrics::{Metrics, Stage};
+use oms_wire::ApiError;
 
 /// Messages to the idempotency stage from later stages.
 pub enum IdemMsg {

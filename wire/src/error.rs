@@ -1,13 +1,19 @@
-//! API errors: an HTTP status, a stable machine code, a message and the offending field.
+//! The error answer: an HTTP status, a stable machine code, a message and the offending field,
+//! and its one JSON body `{"error":{"code","message","field"},"correlationId"[,"order"]}`.
 //!
-//! Codes are the contract (docs/errors.md); messages are for humans and may change.
+//! Codes are the contract (docs/errors.md); messages are for humans and may change. The type
+//! lives in the wire layer, not in the HTTP layer, because the pipeline stages and the
+//! processor decide most answers and must not depend on the HTTP front.
 
 use std::borrow::Cow;
 
-use oms_core::{RejectCode, ValidationError};
+use oms_core::{InstrumentTable, Order, RejectCode, ValidationError};
+use serde::Serialize;
 
-/// Codes that belong to the HTTP layer (validation and reject codes come from the core).
-pub const API_CODES: [&str; 20] = [
+use crate::order::OrderJson;
+
+/// Codes that belong to the API layer (validation and reject codes come from the core).
+pub const API_CODES: [&str; 25] = [
     "INVALID_JSON",
     "UNKNOWN_FIELD",
     "IDEMPOTENCY_KEY_MISSING",
@@ -22,6 +28,11 @@ pub const API_CODES: [&str; 20] = [
     "NOT_FOUND",
     "METHOD_NOT_ALLOWED",
     "UNAUTHORIZED",
+    "FORBIDDEN",
+    "RATE_LIMITED",
+    "HEADERS_TOO_LARGE",
+    "MALFORMED_REQUEST",
+    "REQUEST_TIMEOUT",
     "OVERLOADED",
     "LOG_UNAVAILABLE",
     "INTERNAL",
@@ -37,7 +48,7 @@ pub struct ApiError {
     pub code: &'static str,
     pub message: String,
     pub field: Option<Cow<'static, str>>,
-    /// Seconds for `Retry-After` (409, 503).
+    /// Seconds for `Retry-After` (409, 429, 503).
     pub retry_after: Option<u32>,
     /// `Allow` header for 405.
     pub allow: Option<&'static str>,
@@ -83,6 +94,16 @@ impl ApiError {
         e
     }
 
+    /// 401: no valid credentials (the HTTP layer adds `WWW-Authenticate: Bearer`).
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        ApiError::new(401, "UNAUTHORIZED", message).field("Authorization")
+    }
+
+    /// 403: valid credentials without the role the route needs.
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        ApiError::new(403, "FORBIDDEN", message)
+    }
+
     pub fn overloaded() -> Self {
         ApiError::new(
             503,
@@ -113,6 +134,11 @@ impl ApiError {
             _ => 422,
         };
         ApiError::new(status, code.as_str(), reject_message(code))
+    }
+
+    /// The error body, serialized.
+    pub fn body(&self, correlation_id: &str) -> Vec<u8> {
+        ErrorBody::new(self, correlation_id, None).to_vec()
     }
 }
 
@@ -152,5 +178,46 @@ pub fn reject_message(code: RejectCode) -> &'static str {
         RejectCode::NoLiquidity => "no liquidity within the price band",
         RejectCode::OrderNotOpen => "the order is no longer open",
         RejectCode::InvalidAmend => "the amend changes nothing or leaves no quantity",
+    }
+}
+
+/// `error` of the error body.
+#[derive(Serialize)]
+pub struct ErrorDetail<'a> {
+    pub code: &'a str,
+    pub message: &'a str,
+    pub field: Option<&'a str>,
+}
+
+/// The body of every non-2xx answer.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ErrorBody<'a> {
+    pub error: ErrorDetail<'a>,
+    pub correlation_id: &'a str,
+    /// The recorded order of a risk rejection (422).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub order: Option<OrderJson<'a>>,
+}
+
+impl<'a> ErrorBody<'a> {
+    pub fn new(
+        e: &'a ApiError,
+        correlation_id: &'a str,
+        order: Option<(&'a InstrumentTable, &'a Order)>,
+    ) -> Self {
+        ErrorBody {
+            error: ErrorDetail {
+                code: e.code,
+                message: &e.message,
+                field: e.field.as_deref(),
+            },
+            correlation_id,
+            order: order.map(|(t, o)| OrderJson::new(t, o).with_timestamp()),
+        }
+    }
+
+    pub fn to_vec(&self) -> Vec<u8> {
+        crate::to_vec(self, 256)
     }
 }
