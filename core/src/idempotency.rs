@@ -49,6 +49,19 @@ impl MemoryIdempotency {
         Self::with_ttl_ms(IDEMPOTENCY_TTL.as_millis() as u64)
     }
 
+    /// An empty index with room for `n` records (no rehash while it fills at start).
+    pub fn with_capacity(n: usize) -> Self {
+        let mut s = Self::new();
+        s.map.reserve(n);
+        s
+    }
+
+    /// Makes room for `n` records in total (no rehash while it grows to that size).
+    pub fn reserve(&mut self, n: usize) {
+        let more = n.saturating_sub(self.map.len());
+        self.map.reserve(more);
+    }
+
     pub fn with_ttl_ms(ttl_ms: u64) -> Self {
         MemoryIdempotency {
             map: HashMap::new(),

@@ -95,6 +95,13 @@ pub trait OrderLog: Send {
     fn submit(&mut self, batch: &[Command]) -> Result<BatchId, LogError> {
         self.append(batch).map(|()| 0)
     }
+
+    /// The position right after the last record this log appended or replayed, if the log
+    /// can tell (snapshots record it so a restart replays only the tail). `None` turns
+    /// snapshots off for this log.
+    fn position(&self) -> Option<Checkpoint> {
+        None
+    }
 }
 
 /// Identifies a batch handed to [`OrderLog::submit`].

@@ -32,6 +32,8 @@ pub struct Backends {
     pub ready_checks: Vec<ReadyCheck>,
     /// Cross-node idempotency (Redis), in front of the local index.
     pub shared_idempotency: Option<Box<dyn oms_core::ports::IdempotencyStore>>,
+    /// A second handle on the same store, for the completion thread.
+    pub shared_completion: Option<Box<dyn oms_core::ports::IdempotencyStore>>,
 }
 
 /// Opens the embedded journal per the flags.
@@ -428,6 +430,7 @@ pub fn build(
         }));
     }
 
+    let mut shared_completion: Option<Box<dyn oms_core::ports::IdempotencyStore>> = None;
     let shared_idempotency: Option<Box<dyn oms_core::ports::IdempotencyStore>> =
         match args.redis_url.as_deref() {
             Some(url) if !url.trim().is_empty() => {
@@ -435,6 +438,7 @@ pub fn build(
                 let stats = Arc::clone(&lazy.stats);
                 metric_sources.extend(redis_metrics(&stats));
                 tracing::info!(url, "shared idempotency on Redis");
+                shared_completion = Some(Box::new(LazyRedis::start(RedisConfig::new(url))));
                 Some(Box::new(lazy))
             }
             _ => None,
@@ -491,6 +495,7 @@ pub fn build(
             sinks,
             ready_checks,
             shared_idempotency,
+            shared_completion,
         },
         metric_sources,
         store_pool,

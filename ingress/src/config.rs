@@ -129,6 +129,17 @@ pub enum QueryStore {
     Mongo,
 }
 
+/// What happens to journal segments no kept snapshot needs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum RetentionMode {
+    /// Keep every segment (disk grows with the log).
+    Keep,
+    /// Delete them.
+    Delete,
+    /// Move them to `<data-dir>/journal/archive/` (for an external backup job).
+    Archive,
+}
+
 /// Authentication mode.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum AuthMode {
@@ -172,6 +183,37 @@ pub struct ServeArgs {
     /// Journal segment size in MiB.
     #[arg(long, env = "OMS_SEGMENT_MIB", default_value_t = 64)]
     pub segment_mib: u64,
+
+    /// Write a snapshot after this many applied commands (0: not by count).
+    #[arg(long, env = "OMS_SNAPSHOT_EVERY_COMMANDS", default_value_t = 100_000)]
+    pub snapshot_every_commands: u64,
+
+    /// Write a snapshot after this many seconds with new commands (0: not by time).
+    #[arg(long, env = "OMS_SNAPSHOT_EVERY_SECS", default_value_t = 60)]
+    pub snapshot_every_secs: u64,
+
+    /// Order records the maps are sized for at start (0: grow on demand; a growth past a
+    /// million orders copies the map and stalls the processor for a moment).
+    #[arg(long, env = "OMS_RESERVE_ORDERS", default_value_t = 0)]
+    pub reserve_orders: usize,
+
+    /// Snapshots kept (the newest; an older one is used if the newest is damaged).
+    #[arg(long, env = "OMS_SNAPSHOT_KEEP", default_value_t = 3)]
+    pub snapshot_keep: usize,
+
+    /// Snapshot directory (default `<data-dir>/snapshots`).
+    #[arg(long, env = "OMS_SNAPSHOT_DIR")]
+    pub snapshot_dir: Option<PathBuf>,
+
+    /// Journal segments wholly before the oldest kept snapshot: keep, delete or archive
+    /// (to `<data-dir>/journal/archive/`).
+    #[arg(
+        long,
+        env = "OMS_JOURNAL_RETENTION",
+        value_enum,
+        default_value = "keep"
+    )]
+    pub journal_retention: RetentionMode,
 
     /// Kafka bootstrap servers (with `--log kafka`, and for event topics when set).
     #[arg(long, env = "OMS_KAFKA_BROKERS")]

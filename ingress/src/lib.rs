@@ -17,4 +17,5 @@ pub mod metrics;
 pub mod pipeline;
 pub mod processor;
 pub mod serve;
+pub mod snapshots;
 pub mod ws;

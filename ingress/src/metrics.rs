@@ -462,6 +462,12 @@ pub struct Metrics {
     pub event_sink_dropped: Counter,
     pub store_errors: Counter,
     pub abandoned: Counter,
+    /// Snapshots written; snapshots that failed to write or were unusable at start.
+    pub snapshots_written: Counter,
+    pub snapshot_errors: Counter,
+    /// Size of the last snapshot, and the time the snapshot thread took for it.
+    pub snapshot_bytes: Gauge,
+    pub snapshot_write_seconds: Gauge<f64, AtomicU64>,
     /// Adapter metrics (Kafka, Redis, Mongo), read on scrape.
     pub extra: ExtraSources,
     /// Families rendered as text by their owner (the WebSocket fan-out's metrics), appended
@@ -594,11 +600,31 @@ impl Default for Metrics {
             "oms_abandoned",
             "Requests answered 503 before their command was logged",
         );
+        let snapshots_written = counter(
+            "oms_snapshots_written",
+            "Snapshots written by the processor",
+        );
+        let snapshot_errors = counter(
+            "oms_snapshot_errors",
+            "Snapshots that failed to write, or were unusable at start (an older one was used)",
+        );
         let replay_seconds = Gauge::<f64, AtomicU64>::default();
         r.register(
             "oms_replay_duration_seconds",
             "Duration of the start-up replay of the order log",
             replay_seconds.clone(),
+        );
+        let snapshot_bytes = Gauge::default();
+        r.register(
+            "oms_snapshot_bytes",
+            "Size of the last snapshot written",
+            snapshot_bytes.clone(),
+        );
+        let snapshot_write_seconds = Gauge::<f64, AtomicU64>::default();
+        r.register(
+            "oms_snapshot_write_seconds",
+            "Time the snapshot thread took for the last snapshot",
+            snapshot_write_seconds.clone(),
         );
         r.register_collector(Box::new(sources.clone()));
         Metrics {
@@ -630,6 +656,10 @@ impl Default for Metrics {
             event_sink_dropped,
             store_errors,
             abandoned,
+            snapshots_written,
+            snapshot_errors,
+            snapshot_bytes,
+            snapshot_write_seconds,
             extra: ExtraSources(sources),
             text_sources: parking_lot::Mutex::new(Vec::new()),
         }

@@ -7,20 +7,25 @@
 //!
 //! It is the single writer of the engine. Queries arrive as closures on a channel and run on
 //! this thread, so readers never lock the matching state.
+//!
+//! It also decides when to snapshot (every N commands or T seconds, and at stop): only the
+//! engine encode runs here; hashing, the idempotency image and the file write run on the
+//! snapshot thread ([`crate::snapshots`]).
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, select};
-use oms_core::command::{Command, RiskDecision};
+use oms_core::command::{Command, PlaceOrder, RiskDecision};
 use oms_core::engine::Engine;
-use oms_core::ports::EventSink;
+use oms_core::ports::{Checkpoint, EventSink};
 use oms_core::risk::RiskEngine;
 use oms_core::{AccountId, Event, OrderId, OrderStatus, Price, Qty, Side, SymbolId};
 use oms_wire::{ApiError, HaltJson, OrderJson};
 
 use crate::metrics::{Metrics, Stage};
 use crate::pipeline::slot::{Reply, Ticket};
+use crate::snapshots::SnapMsg;
 
 /// A command that is durable in the log, with the ticket of a request still waiting for it.
 pub struct Durable {
@@ -96,6 +101,106 @@ impl Feedback {
 /// A read query run on the processor thread.
 pub type Query = Box<dyn FnOnce(&Engine) + Send>;
 
+/// When and where the processor snapshots.
+pub struct SnapshotPlan {
+    pub tx: Sender<SnapMsg>,
+    /// `(commands appended so far, log position)` after each append (see `PositionedLog`).
+    pub positions: Receiver<(u64, Checkpoint)>,
+    /// The position recovery ended at (nothing applied since).
+    pub start: Checkpoint,
+    /// Commands applied before this run (snapshot + tail), for the snapshot header.
+    pub applied_before: u64,
+    /// Commands start-up applied on top of the snapshot it loaded (all of them without
+    /// one): they count towards the first snapshot.
+    pub tail: u64,
+    pub every_commands: u64,
+    pub every: Duration,
+}
+
+/// The snapshot bookkeeping of a running processor.
+struct Snaps {
+    plan: SnapshotPlan,
+    /// Commands applied in this run.
+    applied: u64,
+    /// The newest log position received and the commands it covers.
+    position: Checkpoint,
+    position_count: u64,
+    /// A position received ahead of the commands it covers.
+    ahead: Option<(u64, Checkpoint)>,
+    last_applied: u64,
+    /// Commands not in any snapshot from before this run (the start-up tail), until the
+    /// first snapshot.
+    carried: u64,
+    last_at: Instant,
+    places: Vec<PlaceOrder>,
+}
+
+impl Snaps {
+    /// Advances `position` to the newest one the applied commands cover.
+    fn catch_up(&mut self) {
+        loop {
+            let next = match self.ahead.take() {
+                Some(p) => p,
+                None => match self.plan.positions.try_recv() {
+                    Ok(p) => p,
+                    Err(_) => return,
+                },
+            };
+            if next.0 <= self.applied {
+                self.position_count = next.0;
+                self.position = next.1;
+            } else {
+                self.ahead = Some(next);
+                return;
+            }
+        }
+    }
+
+    /// Commands applied since the last snapshot.
+    fn fresh(&self) -> u64 {
+        self.applied - self.last_applied + self.carried
+    }
+
+    fn due(&self) -> bool {
+        let fresh = self.fresh();
+        fresh > 0
+            && ((self.plan.every_commands > 0 && fresh >= self.plan.every_commands)
+                || (!self.plan.every.is_zero() && self.last_at.elapsed() >= self.plan.every))
+    }
+
+    /// Encodes the engine and hands it to the snapshot thread.
+    fn take(&mut self, engine: &Engine, done: Option<Sender<()>>) {
+        self.catch_up();
+        // Positions are sent before their commands, so this only fails if the log stopped
+        // reporting them: then no checkpoint matches the state and no snapshot is written.
+        if self.position_count != self.applied {
+            if let Some(d) = done {
+                let _ = d.send(());
+            }
+            return;
+        }
+        if !self.places.is_empty() {
+            let _ = self
+                .plan
+                .tx
+                .send(SnapMsg::Places(std::mem::take(&mut self.places)));
+        }
+        let _ = self.plan.tx.send(SnapMsg::Take {
+            engine: engine.snapshot(),
+            checkpoint: self.position.clone(),
+            applied: self.plan.applied_before + self.applied,
+            done,
+        });
+        self.last_applied = self.applied;
+        self.carried = 0;
+        self.last_at = Instant::now();
+    }
+}
+
+/// Asks the processor to stop: it applies what is queued, writes a final snapshot, and
+/// answers on the sender once the snapshot is on disk.
+pub type StopRequest = Sender<()>;
+
 /// The processor's reusable buffers and outputs.
 struct Ctx {
     feedback: Sender<Vec<Feedback>>,
@@ -104,6 +209,7 @@ struct Ctx {
     events: Vec<Event>,
     all_events: Vec<Event>,
     fb: Vec<Feedback>,
+    snaps: Option<Snaps>,
 }
 
 /// Applies one durable batch: engine, replies, risk feedback, sinks.
@@ -133,6 +239,22 @@ fn apply_batch(engine: &mut Engine, batch: Vec<Durable>, ctx: &mut Ctx) {
         if !ctx.sinks.is_empty() {
             ctx.all_events.append(&mut ctx.events);
         }
+        if let Some(sn) = ctx.snaps.as_mut() {
+            sn.applied += 1;
+            if let Command::Place(p) = &d.cmd
+                && p.idempotency_key.is_some()
+            {
+                sn.places.push(*p);
+            }
+        }
+    }
+    if let Some(sn) = ctx.snaps.as_mut()
+        && !sn.places.is_empty()
+    {
+        let _ = sn
+            .plan
+            .tx
+            .send(SnapMsg::Places(std::mem::take(&mut sn.places)));
     }
     if !ctx.fb.is_empty() {
         let _ = ctx.feedback.send(std::mem::take(&mut ctx.fb));
@@ -144,7 +266,13 @@ fn apply_batch(engine: &mut Engine, batch: Vec<Durable>, ctx: &mut Ctx) {
     ctx.metrics.stage(Stage::Process).observe(started.elapsed());
 }
 
-/// Runs the processor loop until both channels close.
+/// Snapshots and stop control for [`run`].
+pub struct Control {
+    pub snapshots: Option<SnapshotPlan>,
+    pub stop: Receiver<StopRequest>,
+}
+
+/// Runs the processor loop until both channels close or a stop request arrives.
 pub fn run(
     mut engine: Engine,
     commands: Receiver<Vec<Durable>>,
@@ -152,6 +280,7 @@ pub fn run(
     feedback: Sender<Vec<Feedback>>,
     sinks: Vec<Box<dyn EventSink>>,
     metrics: Arc<Metrics>,
+    control: Control,
 ) {
     let mut ctx = Ctx {
         feedback,
@@ -160,7 +289,19 @@ pub fn run(
         events: Vec::with_capacity(256),
         all_events: Vec::with_capacity(1024),
         fb: Vec::with_capacity(256),
+        snaps: control.snapshots.map(|plan| Snaps {
+            position: plan.start.clone(),
+            carried: plan.tail,
+            plan,
+            applied: 0,
+            position_count: 0,
+            ahead: None,
+            last_applied: 0,
+            last_at: Instant::now(),
+            places: Vec::with_capacity(1024),
+        }),
     };
+    let tick = Duration::from_millis(100);
     loop {
         select! {
             recv(commands) -> batch => {
@@ -176,6 +317,29 @@ pub fn run(
                 }
                 q(&engine);
             }
+            recv(control.stop) -> req => {
+                while let Ok(batch) = commands.try_recv() {
+                    apply_batch(&mut engine, batch, &mut ctx);
+                }
+                let done = req.ok();
+                if let Some(sn) = ctx.snaps.as_mut()
+                    && sn.fresh() > 0
+                {
+                    let (tx, rx) = crossbeam_channel::bounded(1);
+                    sn.take(&engine, Some(tx));
+                    let _ = rx.recv_timeout(Duration::from_secs(30));
+                }
+                if let Some(d) = done {
+                    let _ = d.send(());
+                }
+                return;
+            }
+            default(tick) => {}
+        }
+        if let Some(sn) = ctx.snaps.as_mut()
+            && sn.due()
+        {
+            sn.take(&engine, None);
         }
     }
 }

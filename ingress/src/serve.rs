@@ -10,15 +10,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use oms_core::command::Command;
 use oms_core::idempotency::MemoryIdempotency;
-use oms_core::ports::{Checkpoint, IdemKey, OrderLog, StoredResponse};
+use oms_core::ports::{Checkpoint, OrderLog};
 use oms_core::{Engine, EngineConfig, InstrumentTable, Money, RiskConfig};
+use oms_journal::{Retention, SnapshotStore};
 use tokio::net::TcpListener;
 
 use crate::backends::{Backends, MetricSource, StorePool};
 use crate::clock::SystemClock;
-use crate::config::{AuthMode, ServeArgs};
+use crate::config::{AuthMode, RetentionMode, ServeArgs};
 use crate::http::auth::{Authenticator, JwtSettings, JwtVerifier};
 use crate::http::conn::ConnLimits;
 use crate::http::limits::RateLimits;
@@ -56,72 +56,25 @@ pub fn engine_config(args: &ServeArgs) -> anyhow::Result<EngineConfig> {
     })
 }
 
-/// Replays the whole log into a fresh engine and idempotency index.
+/// Replays the whole log into a fresh engine and idempotency index (no snapshot).
 pub fn recover(
     log: &mut dyn OrderLog,
     table: &InstrumentTable,
     cfg: EngineConfig,
     metrics: &Metrics,
 ) -> anyhow::Result<(Engine, MemoryIdempotency, Checkpoint)> {
-    let started = Instant::now();
-    let mut engine = Engine::new(table.clone(), cfg);
-    let mut idem = MemoryIdempotency::new();
-    let mut events = Vec::with_capacity(64);
-    let mut n = 0u64;
-    // Pass 1: commands voided after an unknown-outcome append (rare; a cheap scan).
-    let mut voided = std::collections::HashSet::new();
-    log.replay(&Checkpoint::start(), &mut |cmd: &Command| {
-        if let Command::Void(v) = cmd {
-            voided.insert((v.order_id, v.ts));
-        }
-    })
-    .context("scanning the order log")?;
-    if !voided.is_empty() {
-        tracing::warn!(
-            voided = voided.len(),
-            "the log holds voided commands; they are skipped"
-        );
-    }
-    let checkpoint = log
-        .replay(&Checkpoint::start(), &mut |cmd: &Command| {
-            if let Some(id) = cmd.order_id()
-                && !matches!(cmd, Command::Void(_))
-                && voided.contains(&(id, cmd.ts()))
-            {
-                return;
-            }
-            events.clear();
-            engine.apply(cmd, &mut events);
-            if let Command::Place(p) = cmd
-                && let Some(key) = p.idempotency_key
-            {
-                // The stored answer is a pure function of the logged command, so it is
-                // byte-identical to the one the client got before the restart.
-                let corr = p.correlation_id.as_ref().map_or("", |c| c.as_str());
-                let (status, body) = oms_wire::place_ack(table, p, corr);
-                idem.record_done(
-                    IdemKey {
-                        account: p.account,
-                        key,
-                    },
-                    p.fingerprint,
-                    StoredResponse { status, body },
-                    p.ts / 1_000_000,
-                );
-            }
-            n += 1;
-        })
-        .context("replaying the order log")?;
-    let took = started.elapsed();
-    metrics.replayed_commands.inc_by(n);
-    metrics.replay_seconds.set(took.as_secs_f64());
-    tracing::info!(
-        commands = n,
-        took_ms = took.as_millis() as u64,
-        orders = engine.order_count(),
-        "replayed the order log"
-    );
-    Ok((engine, idem, checkpoint))
+    let r = crate::snapshots::restore(log, table, cfg, None, metrics)?;
+    Ok((r.engine, r.idem, r.checkpoint))
+}
+
+/// The snapshot directory per the flags.
+pub fn snapshot_store(args: &ServeArgs) -> anyhow::Result<SnapshotStore> {
+    let dir = args
+        .snapshot_dir
+        .clone()
+        .unwrap_or_else(|| args.data_dir.join("snapshots"));
+    SnapshotStore::open(&dir, args.snapshot_keep)
+        .with_context(|| format!("cannot open the snapshot directory {}", dir.display()))
 }
 
 fn pin_plan(args: &ServeArgs) -> Vec<Option<usize>> {
@@ -207,11 +160,66 @@ pub async fn run(
     metrics.extra.lock().extend(metric_sources);
     let cfg = engine_config(&args)?;
     let default_equity = cfg.risk.dev_default_equity;
-    let (engine, idem, _checkpoint) = recover(backends.log.as_mut(), &table, cfg, &metrics)?;
+    let store = snapshot_store(&args)?;
+    let restored =
+        crate::snapshots::restore(backends.log.as_mut(), &table, cfg, Some(&store), &metrics)?;
     let table = Arc::new(table);
+    let (mut engine, mut idem) = (restored.engine, restored.idem);
+    engine.reserve(args.reserve_orders);
+    idem.reserve(args.reserve_orders);
     let r1 = engine.risk().clone();
+    let (stop_processor_tx, stop_processor_rx) = crossbeam_channel::bounded(1);
+    let mut control = processor::Control {
+        snapshots: None,
+        stop: stop_processor_rx,
+    };
+    if backends.log.position().is_some() {
+        let (log, positions) = crate::snapshots::PositionedLog::new(backends.log);
+        backends.log = Box::new(log);
+        let tx = crate::snapshots::Snapshotter::spawn(
+            store,
+            Arc::clone(&table),
+            restored.image,
+            crate::snapshots::SnapshotConfig {
+                journal_root: (args.log == crate::config::LogKind::Embedded)
+                    .then(|| args.data_dir.clone()),
+                retention: match args.journal_retention {
+                    RetentionMode::Keep => Retention::Keep,
+                    RetentionMode::Delete => Retention::Delete,
+                    RetentionMode::Archive => Retention::Archive,
+                },
+            },
+            Arc::clone(&metrics),
+        )?;
+        control.snapshots = Some(processor::SnapshotPlan {
+            tx,
+            positions,
+            start: restored.checkpoint,
+            applied_before: restored.applied,
+            tail: metrics.replayed_commands.get(),
+            every_commands: args.snapshot_every_commands,
+            every: Duration::from_secs(args.snapshot_every_secs),
+        });
+    } else {
+        tracing::warn!(
+            "this order log reports no positions: snapshots are off, start-up replays the whole log"
+        );
+    }
 
-    let (idem_tx, idem_rx) = crossbeam_channel::unbounded();
+    let (mut idem_tx, idem_rx) = crossbeam_channel::unbounded();
+    let completer = match backends.shared_completion.take() {
+        Some(store) => {
+            let (relay_tx, relay_rx) = crossbeam_channel::unbounded();
+            let c = crate::pipeline::idempotency::Completer::spawn(
+                store,
+                relay_rx,
+                std::mem::replace(&mut idem_tx, relay_tx),
+                Arc::clone(&metrics),
+            )?;
+            Some(c)
+        }
+        None => None,
+    };
     let (feedback_tx, feedback_rx) = crossbeam_channel::unbounded();
     let (processor_tx, processor_rx) = crossbeam_channel::unbounded();
     let (query_tx, query_rx) = crossbeam_channel::bounded(4096);
@@ -238,7 +246,15 @@ pub async fn run(
                 if let Some(c) = processor_pin {
                     core_affinity::set_for_current(core_affinity::CoreId { id: c });
                 }
-                processor::run(engine, processor_rx, query_rx, feedback_tx, sinks, metrics);
+                processor::run(
+                    engine,
+                    processor_rx,
+                    query_rx,
+                    feedback_tx,
+                    sinks,
+                    metrics,
+                    control,
+                );
             })?;
     }
 
@@ -336,6 +352,7 @@ pub async fn run(
     eprintln!("listening on http://{addr}");
 
     shutdown_signal().await;
+    let stop_started = Instant::now();
     tracing::info!(
         drain_ms = args.shutdown_drain_ms,
         "shutting down: readiness off, draining"
@@ -344,11 +361,26 @@ pub async fn run(
     tokio::time::sleep(Duration::from_millis(args.shutdown_drain_ms)).await;
     let _ = stop_tx.send(true);
     let _ = server.await;
+    app.close_pipeline();
     let deadline = Instant::now() + Duration::from_secs(5);
     while metrics.ring_in_flight.get() > 0 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    tracing::info!("stopped");
+    // Everything acknowledged is in the log; the processor applies what is queued and
+    // writes a final snapshot so the next start replays (almost) nothing.
+    let (done_tx, done_rx) = crossbeam_channel::bounded(1);
+    if stop_processor_tx.send(done_tx).is_ok() {
+        let _ = tokio::task::spawn_blocking(move || done_rx.recv_timeout(Duration::from_secs(30)))
+            .await;
+    }
+    if let Some(c) = completer {
+        // No claim of this node stays `pending` in the shared store after it stops.
+        let _ = tokio::task::spawn_blocking(move || c.flush(Duration::from_secs(2))).await;
+    }
+    tracing::info!(
+        stop_ms = stop_started.elapsed().as_millis() as u64,
+        "stopped"
+    );
     Ok(())
 }
 
@@ -402,8 +434,8 @@ async fn shutdown_signal() {
 
 #[cfg(test)]
 mod tests {
-    use oms_core::command::{PlaceOrder, RiskDecision};
-    use oms_core::ports::LogError;
+    use oms_core::command::{Command, PlaceOrder, RiskDecision};
+    use oms_core::ports::{IdemKey, LogError};
     use oms_core::{AccountId, IdempotencyKey, OrderId, OrderRequest, VoidOrder, validate};
 
     use super::*;

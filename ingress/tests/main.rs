@@ -12,6 +12,7 @@ mod http_market_data;
 mod http_ops;
 mod http_orders;
 mod http_trading;
+mod snapshots;
 mod sys;
 mod system_adapters;
 mod ws;

@@ -456,6 +456,93 @@ async fn idempotent_retry_same_node_and_second_node() {
     drop_db(&s.mongo_url, &spec.mongo_db).await;
 }
 
+/// The raw Redis value of `key` (`GET`), `None` when absent.
+fn redis_get(addr: &str, key: &str) -> Option<Vec<u8>> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("connect redis");
+    s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    s.write_all(format!("GET {key}\r\n").as_bytes()).unwrap();
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = s.read(&mut chunk).unwrap();
+        buf.extend_from_slice(&chunk[..n]);
+        if buf.starts_with(b"$-1") {
+            return None;
+        }
+        if let Some(eol) = buf.windows(2).position(|w| w == b"\r\n") {
+            let len: usize = std::str::from_utf8(&buf[1..eol]).unwrap().parse().unwrap();
+            if buf.len() >= eol + 2 + len + 2 {
+                return Some(buf[eol + 2..eol + 2 + len].to_vec());
+            }
+        }
+        assert!(n > 0, "Redis closed the connection");
+    }
+}
+
+/// Issue 11: a node that sends one batch and goes idle finishes its claims in Redis at
+/// once (not when the next batch happens to arrive), so a retry on another node is answered
+/// with the first answer instead of 409 and, after the claim TTL, a second order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_node_completes_its_keys_and_a_second_node_replays_them() {
+    let Some(s) = services() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let mut spec = NodeSpec::new(&s, "idle");
+    spec.mongo_url = None;
+    let a = Node::start(&spec, &dir.path().join("a"), dir.path()).await;
+    let mut spec_b = spec.clone();
+    spec_b.node_id = 2;
+    let b = Node::start(&spec_b, &dir.path().join("b"), dir.path()).await;
+    let c = client();
+    let t0 = Instant::now();
+    let account = accounts(1, "idle").remove(0);
+    let orders: Vec<OrderReq> = (0..5)
+        .map(|i| OrderReq {
+            account: account.clone(),
+            key: uniq("idlekey"),
+            body: json!({"symbol":"BTC/USD","side":"BUY","quantity":"0.1","price":format!("{}", 44_000 + i)}),
+        })
+        .collect();
+    let first = place_all(&c, &a.base, &orders, 5, t0).await;
+    assert_all_created(&first, &orders, "one batch on A");
+    let acked = Instant::now();
+
+    // A is idle now. Every key must turn `done` within 1 s (generous bound for a loaded
+    // machine: the completion is sent as soon as the batch is durable).
+    let redis = host_port(&s.redis_url);
+    let mut waited = Duration::ZERO;
+    for o in &orders {
+        let key = format!("idempotency:{}:{}", o.account, o.key);
+        loop {
+            let v = redis_get(&redis, &key);
+            if v.as_deref().is_some_and(|v| v.starts_with(b"done ")) {
+                break;
+            }
+            assert!(
+                acked.elapsed() < Duration::from_secs(1),
+                "key {key} still {:?} {:?} after A went idle",
+                v.map(|v| String::from_utf8_lossy(&v[..v.len().min(24)]).into_owned()),
+                acked.elapsed()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        waited = acked.elapsed();
+    }
+
+    // One attempt on B per key (no retry loop): the first answer, replayed.
+    for (o, r) in orders.iter().zip(&first) {
+        let on_b = post_order(&c, &b.base, o, t0).await;
+        assert_eq!(on_b.status, 201, "retry on B: {}", on_b.text);
+        assert!(on_b.replayed, "B must replay: {}", on_b.text);
+        assert_eq!(on_b.json, r.json, "B: the first answer");
+    }
+    eprintln!(
+        "SYSTEM idle completion: all keys done {} ms after the ack",
+        waited.as_millis()
+    );
+    drop((a, b));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn processor_restart_rebuilds_state_from_the_topic() {
     let Some(s) = services() else { return };
@@ -732,9 +819,10 @@ async fn redis_down_mid_run_no_failed_request_no_duplicate() {
     let written_back = metric(&m, "oms_redis_writeback_total").unwrap_or(0.0);
     let present = redis_exists(&redis.addr(), &outage_keys);
     assert!(
-        pending_wb == Some(0.0)
-            && present == outage_keys.len() as i64
-            && written_back >= outage_keys.len() as f64,
+        // Which path wrote them (the stage's write-back, or the completion thread's own
+        // connection once Redis answered again) is not what a client notices; that they are
+        // there is.
+        pending_wb == Some(0.0) && present == outage_keys.len() as i64,
         "{:.1} s after Redis came back: {present} of {} keys created during the outage in          Redis; oms_redis_writeback_total {written_back}, pending {pending_wb:?}",
         back.elapsed().as_secs_f64(),
         outage_keys.len()

@@ -384,6 +384,12 @@ impl<S: Storage> OrderLog for Journal<S> {
     ) -> Result<Checkpoint, LogError> {
         self.replay_from(from, visit)
     }
+
+    fn position(&self) -> Option<Checkpoint> {
+        let mut cp = Checkpoint::start();
+        cp.set(0, self.next_offset);
+        Some(cp)
+    }
 }
 
 impl<S: Storage> Drop for Journal<S> {

@@ -11,6 +11,8 @@
 //!   in steady state; the fsync policy and the failure semantics are in [`journal`].
 //! * **Open**: recovery truncates a torn tail and refuses damage in the middle of the log
 //!   ([`recovery`]).
+//! * **Snapshots and retention**: crash-safe snapshot files and removal of segments no
+//!   kept snapshot needs ([`snapshot`]).
 //! * **Testing**: files are reached through the [`Storage`] seam; [`mem::MemStorage`] injects
 //!   short writes, fsync failures and crashes for the crash-consistency suite.
 
@@ -18,10 +20,14 @@ pub mod frame;
 pub mod journal;
 pub mod mem;
 pub mod recovery;
+pub mod snapshot;
 pub mod storage;
 
 pub use journal::{
     DEFAULT_SEGMENT_BYTES, FsyncPolicy, Journal, JournalConfig, RecoveryReport, TornTail,
 };
 pub use mem::{CrashMode, MemStorage};
+pub use snapshot::{
+    Retention, SnapshotFileError, SnapshotImage, SnapshotStore, remove_segments_before,
+};
 pub use storage::{FsFile, FsStorage, SegmentFile, Storage, segment_name};

@@ -89,6 +89,13 @@ impl Engine {
         }
     }
 
+    /// Makes room for `orders` order records up front, so the maps never rehash (and stall
+    /// the processor for the copy) while they grow to that size.
+    pub fn reserve(&mut self, orders: usize) {
+        let more = orders.saturating_sub(self.orders.len());
+        self.orders.reserve(more);
+    }
+
     /// Applies one command of the log, appending what happened to `out`.
     pub fn apply(&mut self, cmd: &Command, out: &mut Vec<Event>) {
         match cmd {
@@ -214,6 +221,12 @@ impl Engine {
         self.encode_state(&mut out);
         snapshot::seal(&mut out);
         out
+    }
+
+    /// The [`Engine::state_hash`] of the engine a snapshot image restores to, computed from
+    /// the bytes alone (so a writer thread can hash without touching the engine).
+    pub fn snapshot_state_hash(bytes: &[u8]) -> Result<u64, SnapshotError> {
+        snapshot::open(bytes).map(snapshot::fnv1a64)
     }
 
     /// Rebuilds an engine from [`Engine::snapshot`] bytes; `instruments` must be the table

@@ -191,6 +191,11 @@ impl App {
         &self.trading
     }
 
+    /// Refuses every later order submission (shutdown), so the ring drains.
+    pub fn close_pipeline(&self) {
+        self.pipeline.close();
+    }
+
     /// Forgets rate-limit state of idle accounts (called periodically).
     pub fn prune_rate_limits(&self) {
         self.limits.prune();

@@ -6,6 +6,12 @@
 //! If the shared store fails or is slow, the batch falls back to the local verdicts (counted
 //! in `oms_idempotency_total{result="fallback"}`) and requests keep flowing; the store is
 //! tried again on the next batch once its cool-down ends.
+//!
+//! Completions and releases of shared claims do not wait for the next ring batch: the
+//! [`Completer`] thread sits between the publish stage and this stage, writes every final
+//! answer (or release) to the shared store as soon as it arrives — batched, one round trip
+//! for all that queued meanwhile — and forwards it here for the local index. So a node that
+//! goes idle, or stops, leaves no `pending` record behind (issue 11).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -94,7 +100,8 @@ impl IdempotencyStage {
         }
     }
 
-    /// Applies completions and releases sent back by the publish stage.
+    /// Applies completions and releases sent back by the publish stage (through the
+    /// [`Completer`], which already wrote them to the shared store).
     fn drain_inbox(&mut self, now_ms: u64) {
         while let Ok(msg) = self.inbox.try_recv() {
             match msg {
@@ -104,20 +111,10 @@ impl IdempotencyStage {
         }
         if !self.done.is_empty() {
             let _ = self.local.complete_batch(&self.done, now_ms);
-            if let Some(s) = self.shared.as_mut()
-                && s.complete_batch(&self.done, now_ms).is_err()
-            {
-                self.metrics.store_errors.inc();
-            }
             self.done.clear();
         }
         if !self.released.is_empty() {
             let _ = self.local.release_batch(&self.released);
-            if let Some(s) = self.shared.as_mut()
-                && s.release_batch(&self.released).is_err()
-            {
-                self.metrics.store_errors.inc();
-            }
             self.released.clear();
         }
     }
@@ -272,5 +269,75 @@ impl IdempotencyStage {
         if let Some(t) = d.ticket.take() {
             t.reply(Reply::Error(err));
         }
+    }
+}
+
+/// Writes final answers and releases to the shared store as they arrive, then forwards
+/// them to the idempotency stage. See the module docs.
+pub struct Completer {
+    flush: crossbeam_channel::Sender<crossbeam_channel::Sender<()>>,
+}
+
+impl Completer {
+    /// Starts the thread between `from_publish` and `to_stage`.
+    pub fn spawn(
+        mut shared: Box<dyn IdempotencyStore>,
+        from_publish: Receiver<IdemMsg>,
+        to_stage: crossbeam_channel::Sender<IdemMsg>,
+        metrics: Arc<Metrics>,
+    ) -> std::io::Result<Completer> {
+        let mut clock = SystemClock;
+        let (flush, flush_rx) = crossbeam_channel::bounded::<crossbeam_channel::Sender<()>>(4);
+        std::thread::Builder::new()
+            .name("oms-idem-complete".into())
+            .spawn(move || {
+                let mut done: Vec<Completion> = Vec::new();
+                let mut released: Vec<IdemKey> = Vec::new();
+                loop {
+                    let mut ack = None;
+                    let first = crossbeam_channel::select! {
+                        recv(from_publish) -> m => match m {
+                            Ok(m) => Some(m),
+                            Err(_) => return,
+                        },
+                        recv(flush_rx) -> a => {
+                            ack = a.ok();
+                            None
+                        }
+                    };
+                    // One round trip per 4096 queued messages; a flush is answered once all that was
+                    // queued before it is written.
+                    let mut next = first.or_else(|| from_publish.try_recv().ok());
+                    while let Some(msg) = next {
+                        match &msg {
+                            IdemMsg::Done(c) => done.push(c.clone()),
+                            IdemMsg::Release(k) => released.push(*k),
+                        }
+                        let _ = to_stage.send(msg);
+                        next = from_publish.try_recv().ok();
+                        if next.is_none() || done.len() + released.len() >= 4096 {
+                            let now_ms = clock.now_nanos() / 1_000_000;
+                            if !done.is_empty() && shared.complete_batch(&done, now_ms).is_err() {
+                                metrics.store_errors.inc();
+                            }
+                            if !released.is_empty() && shared.release_batch(&released).is_err() {
+                                metrics.store_errors.inc();
+                            }
+                            done.clear();
+                            released.clear();
+                        }
+                    }
+                    if let Some(a) = ack {
+                        let _ = a.send(());
+                    }
+                }
+            })?;
+        Ok(Completer { flush })
+    }
+
+    /// Waits (at most `bound`) until everything queued so far is in the shared store.
+    pub fn flush(&self, bound: std::time::Duration) -> bool {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        self.flush.send(tx).is_ok() && rx.recv_timeout(bound).is_ok()
     }
 }

@@ -200,6 +200,8 @@ pub struct Pipeline {
     ack_timeout: Duration,
     ring_full_wait: Duration,
     metrics: Arc<Metrics>,
+    /// Set at shutdown: new submissions are refused (503 `OVERLOADED`) so the ring drains.
+    closed: std::sync::atomic::AtomicBool,
 }
 
 thread_local! {
@@ -347,7 +349,28 @@ impl Pipeline {
             ack_timeout: cfg.ack_timeout,
             ring_full_wait: cfg.ring_full_wait,
             metrics,
+            closed: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// Refuses every later submission (shutdown: requests on kept-alive connections stop
+    /// entering the ring, so it drains in a bounded time).
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+    }
+
+    /// The answer to a submission after [`Pipeline::close`].
+    fn refuse_if_closed(&self) -> Option<Reply> {
+        self.closed.load(Ordering::Acquire).then(|| {
+            Reply::Error(
+                ApiError::new(
+                    503,
+                    "OVERLOADED",
+                    "the server is shutting down; retry on another node",
+                )
+                .retry_after(1),
+            )
+        })
     }
 
     fn try_publish(
@@ -372,6 +395,9 @@ impl Pipeline {
 
     /// Puts a command on the ring and waits (bounded) for its answer.
     pub async fn submit(&self, started: Instant, fill: impl FnOnce(&mut SlotData)) -> Reply {
+        if let Some(refused) = self.refuse_if_closed() {
+            return refused;
+        }
         let (tx, rx) = oneshot::channel();
         let state = Arc::new(AtomicU8::new(QUEUED));
         let ticket = Ticket {
@@ -433,6 +459,9 @@ impl Pipeline {
         mut fill: impl FnMut(usize, &mut SlotData),
         n: usize,
     ) -> Vec<Reply> {
+        if self.refuse_if_closed().is_some() {
+            return (0..n).filter_map(|_| self.refuse_if_closed()).collect();
+        }
         let mut rxs = Vec::with_capacity(n);
         let mut tickets = Vec::with_capacity(n);
         for _ in 0..n {

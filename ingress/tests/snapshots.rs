@@ -1,0 +1,442 @@
+//! Snapshots at start (issue 11): restart from snapshot + log tail equals a full replay,
+//! damaged snapshots fall back to older ones, and the running binary snapshots, stops on
+//! SIGTERM quickly and loses nothing acknowledged.
+
+use crate::common;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::*;
+use oms_core::command::{CancelOrder, Command, PlaceOrder, RiskDecision};
+use oms_core::ports::{Checkpoint, ClaimRequest, IdemKey, IdempotencyStore, OrderLog};
+use oms_core::{
+    AccountId, Engine, EngineConfig, IdempotencyKey, InstrumentTable, OrderId, OrderRequest,
+    SymbolId, validate,
+};
+use oms_ingress::metrics::Metrics;
+use oms_ingress::snapshots::{IdemImage, restore};
+use oms_journal::{Journal, JournalConfig, SnapshotImage, SnapshotStore};
+use serde_json::Value;
+
+/// A deterministic mix of crossing limits, market orders and cancels.
+fn commands(table: &InstrumentTable, n: u64) -> Vec<Command> {
+    let mut out = Vec::new();
+    let mut x: u64 = 0x9e37_79b9;
+    for i in 0..n {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        if i % 7 == 6 {
+            out.push(Command::Cancel(CancelOrder {
+                order_id: OrderId(u128::from(i - 3)),
+                account: AccountId::new(&format!("acct{}", (i - 3) % 3)).unwrap(),
+                symbol: SymbolId(0),
+                ts: 1_000_000 * (i + 1),
+                correlation_id: None,
+            }));
+            continue;
+        }
+        let price = format!("{}", 44_995 + x % 11);
+        let side = if x.is_multiple_of(2) { "BUY" } else { "SELL" };
+        let order = validate(
+            table,
+            &OrderRequest {
+                symbol: "BTC/USD",
+                side,
+                quantity: "0.01",
+                price: (!x.is_multiple_of(5)).then_some(price.as_str()),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        out.push(Command::Place(PlaceOrder {
+            order_id: OrderId(u128::from(i)),
+            account: AccountId::new(&format!("acct{}", i % 3)).unwrap(),
+            order,
+            ts: 1_000_000 * (i + 1),
+            idempotency_key: Some(IdempotencyKey::new(&format!("k{i}")).unwrap()),
+            fingerprint: i,
+            correlation_id: None,
+            risk: RiskDecision::Unchecked,
+        }));
+    }
+    out
+}
+
+/// The engine after applying `cmds`, and its snapshot image with idempotency answers.
+fn image_after(table: &InstrumentTable, cmds: &[Command], seq: u64) -> SnapshotImage {
+    let mut engine = Engine::new(table.clone(), EngineConfig::default());
+    let mut image = IdemImage::default();
+    let mut ev = Vec::new();
+    for c in cmds {
+        engine.apply(c, &mut ev);
+        if let Command::Place(p) = c {
+            image.record_place(table, p);
+        }
+    }
+    let mut idem = Vec::new();
+    image.encode(&mut idem);
+    let mut checkpoint = Checkpoint::start();
+    checkpoint.set(0, cmds.len() as u64);
+    SnapshotImage {
+        seq,
+        applied: cmds.len() as u64,
+        state_hash: engine.state_hash(),
+        checkpoint,
+        engine: engine.snapshot(),
+        idem,
+    }
+}
+
+fn full_replay_hash(table: &InstrumentTable, cmds: &[Command]) -> u64 {
+    let mut engine = Engine::new(table.clone(), EngineConfig::default());
+    let mut ev = Vec::new();
+    cmds.iter().for_each(|c| engine.apply(c, &mut ev));
+    engine.state_hash()
+}
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    journal: Journal,
+    store: SnapshotStore,
+    table: InstrumentTable,
+    cmds: Vec<Command>,
+}
+
+fn fixture(n: u64) -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let table = InstrumentTable::demo();
+    let cmds = commands(&table, n);
+    let (mut journal, _) = Journal::open(dir.path(), JournalConfig::default()).unwrap();
+    for chunk in cmds.chunks(37) {
+        journal.append(chunk).unwrap();
+    }
+    let store = SnapshotStore::open(&dir.path().join("snapshots"), 3).unwrap();
+    Fixture {
+        _dir: dir,
+        journal,
+        store,
+        table,
+        cmds,
+    }
+}
+
+#[test]
+fn snapshot_plus_tail_equals_full_replay() {
+    let mut f = fixture(600);
+    let expected = full_replay_hash(&f.table, &f.cmds);
+    f.store
+        .write(&image_after(&f.table, &f.cmds[..400], 1))
+        .unwrap();
+    let r = restore(
+        &mut f.journal,
+        &f.table,
+        EngineConfig::default(),
+        Some(&f.store),
+        &Metrics::default(),
+    )
+    .unwrap();
+    assert_eq!(r.snapshot_seq, Some(1), "the snapshot must be used");
+    assert_eq!(r.applied, 600);
+    assert_eq!(
+        r.engine.state_hash(),
+        expected,
+        "snapshot + tail != full replay"
+    );
+    assert_eq!(r.checkpoint.next_offset(0), 600);
+
+    // Idempotency answers from the snapshot and from the tail both replay, byte-exact.
+    let mut idem = r.idem;
+    for i in [5u64, 450] {
+        let mut out = Vec::new();
+        let key = IdemKey {
+            account: AccountId::new(&format!("acct{}", i % 3)).unwrap(),
+            key: IdempotencyKey::new(&format!("k{i}")).unwrap(),
+        };
+        idem.claim_batch(
+            &[ClaimRequest {
+                key,
+                fingerprint: i,
+            }],
+            1_000,
+            &mut out,
+        )
+        .unwrap();
+        let Command::Place(p) = &f.cmds[i as usize] else {
+            panic!("command {i} is a place")
+        };
+        let (status, body) = oms_wire::place_ack(&f.table, p, "");
+        assert_eq!(
+            out[0],
+            oms_core::ports::Claim::Replay(oms_core::ports::StoredResponse { status, body }),
+            "answer of k{i}"
+        );
+    }
+}
+
+#[test]
+fn damaged_newest_snapshot_falls_back_to_the_previous_one() {
+    let mut f = fixture(500);
+    let expected = full_replay_hash(&f.table, &f.cmds);
+    f.store
+        .write(&image_after(&f.table, &f.cmds[..200], 1))
+        .unwrap();
+    f.store
+        .write(&image_after(&f.table, &f.cmds[..300], 2))
+        .unwrap();
+    f.store
+        .write(&image_after(&f.table, &f.cmds[..450], 3))
+        .unwrap();
+
+    // Newest truncated (a torn copy), second newest with one flipped byte.
+    let p3 = f.store.path(3);
+    let len = std::fs::metadata(&p3).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&p3)
+        .unwrap()
+        .set_len(len / 2)
+        .unwrap();
+    let p2 = f.store.path(2);
+    let mut bytes = std::fs::read(&p2).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x40;
+    std::fs::write(&p2, bytes).unwrap();
+
+    let metrics = Metrics::default();
+    let r = restore(
+        &mut f.journal,
+        &f.table,
+        EngineConfig::default(),
+        Some(&f.store),
+        &metrics,
+    )
+    .unwrap();
+    assert_eq!(
+        r.snapshot_seq,
+        Some(1),
+        "both damaged snapshots must be skipped"
+    );
+    assert_eq!(r.engine.state_hash(), expected);
+    assert_eq!(metrics.snapshot_errors.get(), 2);
+}
+
+#[test]
+fn snapshot_beyond_the_log_end_is_not_used() {
+    // A snapshot written while the journal's last records were not yet fsynced, then a
+    // power loss: its checkpoint is past the log's end, so it cannot describe the log.
+    let mut f = fixture(300);
+    let expected = full_replay_hash(&f.table, &f.cmds);
+    let mut longer = f.cmds.clone();
+    longer.extend(commands(&f.table, 320).into_iter().skip(300));
+    f.store.write(&image_after(&f.table, &longer, 1)).unwrap();
+    let r = restore(
+        &mut f.journal,
+        &f.table,
+        EngineConfig::default(),
+        Some(&f.store),
+        &Metrics::default(),
+    )
+    .unwrap();
+    assert_eq!(r.snapshot_seq, None, "full replay expected");
+    assert_eq!(r.engine.state_hash(), expected);
+}
+
+#[test]
+fn only_the_newest_snapshots_are_kept_and_temp_files_are_ignored() {
+    let f = fixture(100);
+    for seq in 1..=5 {
+        f.store
+            .write(&image_after(&f.table, &f.cmds[..(seq * 10) as usize], seq))
+            .unwrap();
+    }
+    assert_eq!(f.store.list().unwrap(), vec![5, 4, 3]);
+    // A crash mid-write leaves only a temp file: never read as a snapshot.
+    std::fs::write(
+        f.store.dir().join("00000000000000000006.tmp"),
+        b"OMSSNAPF torn",
+    )
+    .unwrap();
+    assert_eq!(f.store.list().unwrap(), vec![5, 4, 3]);
+    assert_eq!(f.store.read(5).unwrap().applied, 50);
+}
+
+// ---- the binary ----
+
+fn recovered_line(log: &str) -> String {
+    log.lines()
+        .rev()
+        .find(|l| l.contains("\"recovered\""))
+        .unwrap_or("<no recovered line>")
+        .to_owned()
+}
+
+fn sigterm(pid: u32) {
+    // SAFETY: kill(2) on the pid of a child the test started and has not reaped.
+    let rc = unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
+    assert_eq!(rc, 0);
+}
+
+fn wait_exit(pid: u32, bound: Duration) -> Option<Duration> {
+    let started = Instant::now();
+    while started.elapsed() < bound {
+        // SAFETY: kill(pid, 0) only checks that the process exists.
+        let alive = unsafe { libc::kill(pid as libc::pid_t, 0) } == 0
+            && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .unwrap_or_default()
+                .contains(") Z ");
+        if !alive {
+            return Some(started.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    None
+}
+
+/// Places orders from a few tasks until `stop`; returns (account, key) → 201 body.
+async fn load(
+    server: &Server,
+    tag: &str,
+    stop: Arc<AtomicBool>,
+    tasks: usize,
+) -> HashMap<(String, String), Value> {
+    let acked = Arc::new(Mutex::new(HashMap::new()));
+    let mut handles = Vec::new();
+    for t in 0..tasks {
+        let (base, client, acked, stop) = (
+            server.base.clone(),
+            server.client.clone(),
+            acked.clone(),
+            stop.clone(),
+        );
+        let tag = tag.to_owned();
+        handles.push(tokio::spawn(async move {
+            let account = format!("snap-{t}");
+            for i in 0..2000u64 {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                let k = format!("{tag}-{t}-{i}");
+                let side = if i.is_multiple_of(2) { "BUY" } else { "SELL" };
+                let px = format!("{}.00", 44_990 + (i % 20));
+                let r = client
+                    .post(format!("{base}/api/orders"))
+                    .header("x-account-id", &account)
+                    .header("x-idempotency-key", &k)
+                    .json(&limit("BTC/USD", side, "0.001", &px))
+                    .send()
+                    .await;
+                let Ok(r) = r else { break };
+                if r.status().as_u16() == 201 {
+                    let v: Value = r.json().await.unwrap_or(Value::Null);
+                    acked.lock().unwrap().insert((account.clone(), k), v);
+                }
+            }
+        }));
+    }
+    for h in handles {
+        let _ = h.await;
+    }
+    Arc::try_unwrap(acked).unwrap().into_inner().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigterm_under_load_stops_quickly_and_restarts_from_the_snapshot() {
+    let mut server = Server::start_with(&["--snapshot-every-commands", "300"]).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let pid = server.pid();
+    let loader = {
+        let stop = stop.clone();
+        let s = &server;
+        load(s, "term", stop, 6)
+    };
+    let killer = async {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        sigterm(pid);
+        let took = tokio::task::spawn_blocking(move || wait_exit(pid, Duration::from_secs(10)))
+            .await
+            .unwrap();
+        stop.store(true, Ordering::Relaxed);
+        took
+    };
+    let (acked, took) = tokio::join!(loader, killer);
+    let took = took.expect("oms did not exit within 10 s of SIGTERM");
+    eprintln!(
+        "SIGTERM under load: exited after {} ms, {} orders acknowledged",
+        took.as_millis(),
+        acked.len()
+    );
+    assert!(
+        took < Duration::from_secs(3),
+        "exit took {took:?}; log:\n{}",
+        server.log_tail()
+    );
+    assert!(acked.len() > 20, "the load placed too few orders");
+    assert!(
+        server.log_text().contains("snapshot written"),
+        "no snapshot was written; log:\n{}",
+        server.log_tail()
+    );
+
+    server.restart().await;
+    let line = recovered_line(&server.log_text());
+    assert!(
+        line.contains("\"tail_commands\":0") && !line.contains("\"snapshot\":\"None\""),
+        "a graceful stop must leave a snapshot with no tail after it: {line}"
+    );
+    for ((account, _key), body) in &acked {
+        let id = body["orderId"].as_str().expect("orderId");
+        let got = server
+            .order(account, id)
+            .await
+            .expect(200, "acknowledged order after restart");
+        assert_eq!(got.json["orderId"], body["orderId"]);
+    }
+    // Retries of acknowledged requests answer from the restored idempotency image, exactly.
+    for ((account, key), body) in acked.iter().take(20) {
+        let i: u64 = key.rsplit('-').next().unwrap().parse().unwrap();
+        let side = if i.is_multiple_of(2) { "BUY" } else { "SELL" };
+        let px = format!("{}.00", 44_990 + (i % 20));
+        let r = server
+            .place(account, key, &limit("BTC/USD", side, "0.001", &px))
+            .await
+            .expect(201, "retry after restart");
+        assert_eq!(&r.json, body, "a retry must get the first answer");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kill9_while_snapshotting_loses_nothing() {
+    // Snapshots every 40 commands: SIGKILLs land before, during and after snapshot writes.
+    let mut server = Server::start_with(&["--snapshot-every-commands", "40"]).await;
+    let mut all = HashMap::new();
+    for round in 0..4 {
+        let stop = Arc::new(AtomicBool::new(false));
+        let tag = format!("k9r{round}");
+        let loader = load(&server, &tag, stop.clone(), 4);
+        let killer = async {
+            tokio::time::sleep(Duration::from_millis(400 + 170 * round)).await;
+            server.signal_kill();
+            stop.store(true, Ordering::Relaxed);
+        };
+        let (acked, ()) = tokio::join!(loader, killer);
+        all.extend(acked);
+        server.restart().await;
+        for ((account, _), body) in &all {
+            let id = body["orderId"].as_str().expect("orderId");
+            server
+                .order(account, id)
+                .await
+                .expect(200, "an acknowledged order after kill -9");
+        }
+    }
+    assert!(all.len() > 20, "too few orders placed: {}", all.len());
+    let log = server.log_text();
+    assert!(
+        log.contains("snapshot written"),
+        "no snapshot was ever written"
+    );
+}
