@@ -35,11 +35,11 @@ use oms_core::ports::{Checkpoint, LogError, OrderLog};
 use oms_core::{AccountId, IdempotencyKey, InstrumentTable, Money, RiskConfig, RiskEngine};
 use oms_ingress::config::{StageLayout, WaitKind};
 use oms_ingress::metrics::Metrics;
+use oms_ingress::pipeline::handoff::{Durable, Feedback};
 use oms_ingress::pipeline::idempotency::IdempotencyStage;
 use oms_ingress::pipeline::slot::{RawPlace, Reply, Slot, SlotData, Work};
 use oms_ingress::pipeline::stages::{self, PublishConfig, PublishStage};
 use oms_ingress::pipeline::{Pipeline, PreciseSleep, RingConfig, Stages, Yield};
-use oms_ingress::processor::{Durable, Feedback};
 
 /// oms's default `--ring-size`.
 const RING: usize = 16_384;

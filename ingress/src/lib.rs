@@ -9,6 +9,7 @@
 //! `serve` wires everything together.
 
 pub mod audit;
+pub mod auth;
 pub mod backends;
 pub mod clock;
 pub mod config;

@@ -462,6 +462,10 @@ pub struct Metrics {
     pub event_sink_dropped: Counter,
     pub store_errors: Counter,
     pub abandoned: Counter,
+    /// Open HTTP connections; connections refused at the cap; idle ones closed to admit new.
+    pub http_connections: Gauge,
+    pub http_connections_refused: Counter,
+    pub http_connections_evicted: Counter,
     /// Snapshots written; snapshots that failed to write or were unusable at start.
     pub snapshots_written: Counter,
     pub snapshot_errors: Counter,
@@ -596,6 +600,14 @@ impl Default for Metrics {
             "oms_store_errors",
             "Errors from Redis/Mongo adapters (fallbacks taken)",
         );
+        let http_connections_refused = counter(
+            "oms_http_connections_refused",
+            "Connections answered 503 and closed at the connection cap",
+        );
+        let http_connections_evicted = counter(
+            "oms_http_connections_evicted",
+            "Idle connections closed to admit a new one at the connection cap",
+        );
         let abandoned = counter(
             "oms_abandoned",
             "Requests answered 503 before their command was logged",
@@ -607,6 +619,12 @@ impl Default for Metrics {
         let snapshot_errors = counter(
             "oms_snapshot_errors",
             "Snapshots that failed to write, or were unusable at start (an older one was used)",
+        );
+        let http_connections = Gauge::default();
+        r.register(
+            "oms_http_connections",
+            "Open HTTP connections (under --max-connections)",
+            http_connections.clone(),
         );
         let replay_seconds = Gauge::<f64, AtomicU64>::default();
         r.register(
@@ -656,6 +674,9 @@ impl Default for Metrics {
             event_sink_dropped,
             store_errors,
             abandoned,
+            http_connections,
+            http_connections_refused,
+            http_connections_evicted,
             snapshots_written,
             snapshot_errors,
             snapshot_bytes,

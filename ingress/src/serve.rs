@@ -16,10 +16,10 @@ use oms_core::{Engine, EngineConfig, InstrumentTable, Money, RiskConfig};
 use oms_journal::{Retention, SnapshotStore};
 use tokio::net::TcpListener;
 
+use crate::auth::{Authenticator, JwtSettings, JwtVerifier};
 use crate::backends::{Backends, MetricSource, StorePool};
 use crate::clock::SystemClock;
 use crate::config::{AuthMode, RetentionMode, ServeArgs};
-use crate::http::auth::{Authenticator, JwtSettings, JwtVerifier};
 use crate::http::conn::ConnLimits;
 use crate::http::limits::RateLimits;
 use crate::http::{self, App, AppParts, ListenConfig};

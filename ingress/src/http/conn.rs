@@ -31,6 +31,8 @@ use tokio::net::TcpStream;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+use crate::metrics::Metrics;
+
 /// An idle connection younger than this is never evicted to admit a new one (so a burst of
 /// new connections is refused rather than churning through each other).
 pub const EVICT_IDLE_AFTER: Duration = Duration::from_secs(1);
@@ -147,6 +149,7 @@ pub struct Registry {
     conns: Mutex<HashMap<u64, Arc<ConnState>>>,
     next: AtomicU64,
     freed: Notify,
+    metrics: Arc<Metrics>,
 }
 
 /// A connection's place under the cap; leaving it frees the place.
@@ -158,18 +161,25 @@ pub struct Slot {
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        self.registry.conns.lock().remove(&self.id);
+        let mut conns = self.registry.conns.lock();
+        conns.remove(&self.id);
+        self.registry
+            .metrics
+            .http_connections
+            .set(conns.len() as i64);
+        drop(conns);
         self.registry.freed.notify_one();
     }
 }
 
 impl Registry {
-    pub fn new(limits: ConnLimits) -> Arc<Registry> {
+    pub fn new(limits: ConnLimits, metrics: Arc<Metrics>) -> Arc<Registry> {
         Arc::new(Registry {
             limits,
             conns: Mutex::new(HashMap::new()),
             next: AtomicU64::new(0),
             freed: Notify::new(),
+            metrics,
         })
     }
 
@@ -193,6 +203,7 @@ impl Registry {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         let state = Arc::new(ConnState::new());
         conns.insert(id, Arc::clone(&state));
+        self.metrics.http_connections.set(conns.len() as i64);
         Some(Slot {
             registry: Arc::clone(self),
             id,
@@ -218,6 +229,7 @@ impl Registry {
         };
         let victim = victim?;
         victim.evict();
+        self.metrics.http_connections_evicted.inc();
         // The evicted task drops its slot as soon as it runs; wait for it, bounded.
         let deadline = Instant::now() + Duration::from_millis(200);
         loop {

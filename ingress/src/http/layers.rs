@@ -28,12 +28,12 @@ use oms_wire::ApiError;
 use tower_layer::Layer;
 use tower_service::Service;
 
-use super::auth::Principal;
 use super::body::Body;
 use super::conn::ConnState;
 use super::limits::RateInfo;
 use super::router::{Access, RouteInfo};
 use super::{App, assets, market, ops, orders, venue};
+use crate::auth::Principal;
 use crate::metrics::Route;
 
 pub type Req = Request<Body>;

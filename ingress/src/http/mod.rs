@@ -10,7 +10,7 @@
 #![allow(clippy::result_large_err)]
 
 pub mod assets;
-pub mod auth;
+
 pub mod batch;
 pub mod body;
 pub mod cancel_all;
@@ -38,11 +38,11 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tower_service::Service as _;
 
-use self::auth::Authenticator;
 use self::body::Body;
 use self::conn::{ConnLimits, Registry};
 use self::limits::RateLimits;
 use self::router::Router;
+use crate::auth::Authenticator;
 use crate::backends::{ReadyCheck, StorePool};
 use crate::clock::SharedClock;
 use crate::metrics::Metrics;
@@ -294,6 +294,9 @@ pub struct ListenConfig {
     pub max_header_bytes: usize,
 }
 
+/// Most accepted sockets waiting for admission (or being refused) at once.
+const ADMITTING: usize = 128;
+
 /// Accepts connections until `shutdown` fires.
 pub async fn serve(
     listener: TcpListener,
@@ -304,13 +307,21 @@ pub async fn serve(
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     builder.http1().max_buf_size(cfg.max_header_bytes.max(8192));
     let builder = Arc::new(builder);
-    let registry = Registry::new(cfg.limits);
+    let registry = Registry::new(cfg.limits, Arc::clone(&app.metrics));
     let correlation: Arc<dyn Fn() -> String + Send + Sync> = {
         let app = Arc::clone(&app);
         Arc::new(move || app.ids.next())
     };
     let mut last_warn: Option<Instant> = None;
+    // Sockets accepted but not yet admitted or refused hold file descriptors too: bounding
+    // them keeps the process under `ulimit -n` (the cap leaves `ADMITTING` + slack of room),
+    // so a flood waits in the kernel's backlog instead of driving accept into EMFILE.
+    let admitting = Arc::new(tokio::sync::Semaphore::new(ADMITTING));
     loop {
+        let permit = tokio::select! {
+            p = Arc::clone(&admitting).acquire_owned() => p.expect("never closed"),
+            _ = shutdown.changed() => break,
+        };
         let conn = tokio::select! {
             c = listener.accept() => c,
             _ = shutdown.changed() => break,
@@ -334,9 +345,12 @@ pub async fn serve(
         let correlation = Arc::clone(&correlation);
         tokio::spawn(async move {
             let Some(slot) = registry.admit().await else {
+                app.metrics.http_connections_refused.inc();
                 refuse(stream, &correlation()).await;
+                drop(permit);
                 return;
             };
+            drop(permit);
             let state = Arc::clone(&slot.state);
             let svc = layers::stack(&app, &state);
             let ws_app = Arc::clone(&app);

@@ -5,8 +5,8 @@
 use http::Method;
 use oms_wire::ApiError;
 
-use super::auth::Role;
 use super::limits::Bucket;
+use crate::auth::Role;
 use crate::metrics::Route;
 
 /// What a route requires of its caller.

@@ -12,11 +12,11 @@ use oms_core::{AccountId, ClientOrderId};
 
 use oms_wire::ApiError;
 
-use super::auth::Principal;
 use super::layers::Req;
 use super::orders::{correlation, query_pairs, submit_command};
 use super::{Answer, App, Ctx, Outcome, batch, cancel_all, err};
 use crate::audit::{AuditLog, AuditRecord};
+use crate::auth::Principal;
 use crate::metrics::Route;
 use crate::pipeline::slot::Work;
 

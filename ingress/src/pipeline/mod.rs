@@ -14,6 +14,7 @@
 //! 503 `LOG_UNAVAILABLE`, and the command is never logged — so it never executes later. If
 //! the publish stage took it first, the task waits for the log's own bounded outcome.
 
+pub mod handoff;
 pub mod idempotency;
 pub mod slot;
 pub mod stages;

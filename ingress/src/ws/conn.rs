@@ -22,7 +22,7 @@ use super::data::{self, Head, Kind};
 use super::hub::{Control, Out};
 use super::metrics::CloseReason;
 use super::protocol::{self, Op, Topic, WsError};
-use crate::http::auth::Authenticator;
+use crate::auth::Authenticator;
 
 /// What the fan-out thread shares with a connection: a request to close.
 pub struct ConnShared {

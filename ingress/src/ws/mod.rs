@@ -11,7 +11,7 @@
 //! The HTTP router hands `/ws` to [`upgrade`] before its own routing.
 
 pub mod book;
-pub mod config;
+
 pub mod conn;
 pub mod data;
 pub mod hub;
@@ -31,15 +31,15 @@ use hyper::body::Incoming;
 use oms_core::{AccountId, Event, InstrumentTable};
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
-use self::config::WsArgs;
 use self::hub::{Control, Hub, HubConfig};
 use self::market::Feed;
 use self::metrics::WsMetrics;
+use crate::config::ws::WsArgs;
 use oms_core::ports::EventSink;
 use oms_wire::ApiError;
 
+use crate::auth::Authenticator;
 use crate::clock::SharedClock;
-use crate::http::auth::Authenticator;
 use crate::processor::Query;
 
 /// Called with the account when an authenticated connection closes (cancel-on-disconnect).

@@ -8,7 +8,7 @@ use oms_core::{AccountId, CandleInterval, InstrumentTable, SymbolId};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::config::BOOK_DEPTHS;
+use crate::config::ws::BOOK_DEPTHS;
 use oms_wire::push_json_str as json_str;
 
 /// Default depth of a `book` subscription without `depth`.

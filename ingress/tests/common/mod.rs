@@ -36,6 +36,8 @@ pub struct Server {
     dir: tempfile::TempDir,
     args: Vec<String>,
     env: Vec<(String, String)>,
+    /// `ulimit -n` of the server process, when a test sets one.
+    nofile: Option<u64>,
     pub client: Client,
 }
 
@@ -172,8 +174,17 @@ impl Server {
         Self::start_with_env(extra, &[]).await
     }
 
+    /// Starts `oms serve` with extra flags under an open-file limit (`ulimit -n nofile`).
+    pub async fn start_with_nofile(extra: &[&str], nofile: u64) -> Server {
+        Self::start_full(extra, &[], Some(nofile)).await
+    }
+
     /// Starts `oms serve` with extra flags and `OMS_*` environment variables.
     pub async fn start_with_env(extra: &[&str], env: &[(&str, &str)]) -> Server {
+        Self::start_full(extra, env, None).await
+    }
+
+    async fn start_full(extra: &[&str], env: &[(&str, &str)], nofile: Option<u64>) -> Server {
         let dir = tempfile::Builder::new()
             .prefix("oms-test-")
             .tempdir()
@@ -187,6 +198,7 @@ impl Server {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
+            nofile,
             client: Client::builder()
                 .timeout(Duration::from_secs(30))
                 .pool_max_idle_per_host(64)
@@ -251,6 +263,24 @@ impl Server {
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log fd"))
             .stderr(log);
+        if let Some(n) = self.nofile {
+            use std::os::unix::process::CommandExt as _;
+            // SAFETY: the closure runs in the forked child before exec and only calls
+            // setrlimit(2), which is async-signal-safe; it touches no memory of the parent.
+            unsafe {
+                cmd.pre_exec(move || {
+                    let lim = libc::rlimit {
+                        rlim_cur: n,
+                        rlim_max: n,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) == 0 {
+                        Ok(())
+                    } else {
+                        Err(std::io::Error::last_os_error())
+                    }
+                });
+            }
+        }
         let mut child = cmd
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin()));

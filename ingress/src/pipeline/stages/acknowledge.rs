@@ -26,8 +26,8 @@ use oms_core::ports::{AppendOutcomes, BatchId, Completion, IdemKey, LogError, St
 use super::IdemMsg;
 use super::publish::undo;
 use crate::metrics::Metrics;
+use crate::pipeline::handoff::{Durable, Feedback};
 use crate::pipeline::slot::{Reply, Ticket};
-use crate::processor::{Durable, Feedback};
 use oms_wire::ApiError;
 
 /// A command taken out of its slot, with the ticket of the request waiting for it.

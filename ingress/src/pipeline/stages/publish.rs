@@ -24,8 +24,8 @@ use oms_core::ports::{BatchId, IdemKey, LogError, OrderLog};
 use super::IdemMsg;
 use super::acknowledge::{Acknowledger, Entry, InFlight};
 use crate::metrics::{Metrics, Stage};
+use crate::pipeline::handoff::{Durable, Feedback};
 use crate::pipeline::slot::{Slot, SlotData, Work};
-use crate::processor::{Durable, Feedback};
 
 /// Stage 4 settings.
 pub struct PublishConfig {

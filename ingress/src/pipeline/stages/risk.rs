@@ -13,8 +13,8 @@ use oms_core::risk::RiskEngine;
 
 use super::BatchTimer;
 use crate::metrics::{Metrics, Stage};
+use crate::pipeline::handoff::Feedback;
 use crate::pipeline::slot::{Slot, Work};
-use crate::processor::Feedback;
 
 /// Stage 3: pre-trade risk (R1). Reserves margin; the decision is recorded in the log.
 pub fn risk_stage(

@@ -7,6 +7,8 @@
 //! ConfigMap and still override one value with an env var. The process environment is never
 //! written.
 
+pub mod ws;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -383,7 +385,7 @@ pub struct ServeArgs {
 
     /// WebSocket `/ws` limits.
     #[command(flatten)]
-    pub ws: crate::ws::config::WsArgs,
+    pub ws: crate::config::ws::WsArgs,
 
     /// Test hook: every journal append sleeps this long first (failure tests).
     #[arg(long, env = "OMS_TEST_STALL_LOG_MS", default_value_t = 0, hide = true)]

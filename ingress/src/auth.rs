@@ -438,10 +438,9 @@ mod tests {
             encode(&h, &claims, &key).unwrap()
         };
         let es =
-            EncodingKey::from_ec_der(include_bytes!("../../tests/fixtures/es256-private.pk8.der"));
-        let rs = EncodingKey::from_rsa_der(include_bytes!(
-            "../../tests/fixtures/rs256-private.pkcs1.der"
-        ));
+            EncodingKey::from_ec_der(include_bytes!("../tests/fixtures/es256-private.pk8.der"));
+        let rs =
+            EncodingKey::from_rsa_der(include_bytes!("../tests/fixtures/rs256-private.pkcs1.der"));
         for t in [
             sign(Algorithm::ES256, "test-es256", es.clone()),
             sign(Algorithm::RS256, "test-rs256", rs),
