@@ -4,6 +4,8 @@
 
 mod determinism;
 mod engine_scenarios;
+mod eviction;
+mod eviction_props;
 mod fuzz_decoders;
 mod matching_invariants;
 mod matching_props;

@@ -5,6 +5,10 @@
 //! points where those events are emitted, which is what lets [`RiskEngine::on_event`] rebuild
 //! the same risk state from the event stream alone.
 //!
+//! Every order that ends (risk reject at place, fill, cancel, expiry, the book's own
+//! cancels and rejects) ends through [`transition`] at one of three places here (`place`,
+//! `fill`, `settle`'s `Ended`), and each of them queues it for eviction (see the engine docs).
+//!
 //! [`RiskEngine::on_event`]: crate::risk::RiskEngine::on_event
 
 use crate::book::{Incoming, MatchEvent};
@@ -35,6 +39,8 @@ impl Engine {
         let o = &p.order;
         // A record seen twice (at-least-once delivery), for an unknown symbol, or that stage 1
         // could never have produced does nothing: the log is trusted only as far as it is sane.
+        // "Seen twice" is known only while the first copy is held: once an order has been
+        // evicted, a second copy of its place would be applied as a new order.
         let malformed = o.quantity.0 <= 0
             || (o.order_type == OrderType::Limit) != o.price.is_some()
             || o.price.is_some_and(|p| p.0 <= 0);
@@ -89,6 +95,7 @@ impl Engine {
                 correlation_id: p.correlation_id,
             }));
             self.orders.insert(p.order_id, order);
+            self.terminal.push_back(p.order_id);
             return;
         }
         transition(&mut order, OrderStatus::Accepted, p.ts);
@@ -330,7 +337,11 @@ impl Engine {
                     let Some(order) = self.orders.get_mut(&order_id) else {
                         continue;
                     };
+                    let was_open = order.status.is_open();
                     transition(order, status, ts);
+                    if was_open && order.status.is_terminal() {
+                        self.terminal.push_back(order_id);
+                    }
                     order.reject_reason = reason;
                     out.push(update(order, corr));
                     let account = order.account;
@@ -355,6 +366,7 @@ impl Engine {
         out: &mut Vec<Event>,
     ) -> Option<(crate::ids::SymbolId, crate::order::Side)> {
         let order = self.orders.get_mut(&id)?;
+        let was_open = order.status.is_open();
         order.filled_quantity += qty;
         order.filled_notional += i128::from(price.0) * i128::from(qty.0);
         let done = order.filled_quantity >= order.quantity;
@@ -367,6 +379,9 @@ impl Engine {
             },
             ts,
         );
+        if was_open && order.status.is_terminal() {
+            self.terminal.push_back(id);
+        }
         debug_assert_eq!(order.leaves_quantity(), leaves, "book and order disagree");
         let ins = self.instruments.get(order.symbol);
         let exec_id = self.next_exec_id;

@@ -6,6 +6,13 @@
 //! an engine that continues exactly as the original would have. Everything outside (the
 //! ring, the journal, Kafka, the HTTP queries) talks to it through [`Engine::apply`] and the
 //! read-only queries below.
+//!
+//! Hot state is bounded: the engine holds every open order but only the newest
+//! [`EngineConfig::retain_terminal`] terminal ones (by the order in which they ended). Older
+//! terminal orders are evicted at the end of the [`Engine::apply`] that pushed them past the
+//! bound and handed out through [`Engine::take_evicted`], so the binary can archive them; the
+//! queries below then no longer find them. Which orders are evicted, and when, depends only
+//! on the log, so the eviction stream is as deterministic as the event stream.
 
 mod apply;
 mod snapshot;
@@ -29,6 +36,9 @@ pub use snapshot::{SNAPSHOT_VERSION, SnapshotError};
 /// Recent trades kept per symbol unless configured otherwise.
 pub const DEFAULT_RECENT_TRADES: usize = 1000;
 
+/// Terminal orders held unless configured otherwise.
+pub const DEFAULT_RETAIN_TERMINAL: usize = 100_000;
+
 /// How the processor is set up. Not part of the snapshot: restore with the same config.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EngineConfig {
@@ -36,6 +46,9 @@ pub struct EngineConfig {
     pub risk: RiskConfig,
     /// Trades kept per symbol for `GET /api/trades/{symbol}`.
     pub recent_trades: usize,
+    /// The most terminal orders (filled, canceled, rejected, expired) held; older ones are
+    /// evicted to [`Engine::take_evicted`]. 0 evicts every order as soon as it ends.
+    pub retain_terminal: usize,
 }
 
 impl Default for EngineConfig {
@@ -44,6 +57,7 @@ impl Default for EngineConfig {
             stp: StpMode::default(),
             risk: RiskConfig::default(),
             recent_trades: DEFAULT_RECENT_TRADES,
+            retain_terminal: DEFAULT_RETAIN_TERMINAL,
         }
     }
 }
@@ -55,9 +69,14 @@ pub struct Engine {
     cfg: EngineConfig,
     books: Vec<OrderBook>,
     risk: RiskEngine,
+    /// Every open order and the held terminal ones.
     orders: AHashMap<OrderId, Order>,
-    /// Per account: `(created_at, order_id)` of every order, for newest-first pages.
+    /// Per account: `(created_at, order_id)` of every held order, for newest-first pages.
     by_account: AHashMap<AccountId, BTreeSet<(u64, OrderId)>>,
+    /// The held terminal orders, in the order they ended (oldest first): the eviction queue.
+    terminal: VecDeque<OrderId>,
+    /// Evicted orders not yet taken by [`Engine::take_evicted`].
+    evicted: Vec<Order>,
     /// Per symbol, oldest first.
     trades: Vec<VecDeque<Trade>>,
     candles: CandleStore,
@@ -78,6 +97,8 @@ impl Engine {
             risk: RiskEngine::new(&instruments, cfg.risk.clone()),
             orders: AHashMap::new(),
             by_account: AHashMap::new(),
+            terminal: VecDeque::new(),
+            evicted: Vec::new(),
             trades: vec![VecDeque::new(); n],
             candles: CandleStore::new(n, DEFAULT_CANDLES_KEPT),
             next_exec_id: 1,
@@ -94,6 +115,9 @@ impl Engine {
     pub fn reserve(&mut self, orders: usize) {
         let more = orders.saturating_sub(self.orders.len());
         self.orders.reserve(more);
+        let queue = orders.min(self.cfg.retain_terminal.saturating_add(1));
+        self.terminal
+            .reserve(queue.saturating_sub(self.terminal.len()));
     }
 
     /// Applies one command of the log, appending what happened to `out`.
@@ -107,6 +131,40 @@ impl Engine {
             // the marker itself changes no state.
             Command::Void(_) => {}
             Command::CancelAll(c) => self.cancel_all(c, out),
+        }
+        self.evict_excess();
+    }
+
+    /// Moves the orders evicted since the last call to the end of `out`, oldest first (the
+    /// order they ended in). Appends without allocating once `out` has grown to a batch.
+    pub fn take_evicted(&mut self, out: &mut Vec<Order>) {
+        out.append(&mut self.evicted);
+    }
+
+    /// Number of terminal orders held (at most [`EngineConfig::retain_terminal`] between
+    /// commands).
+    pub fn terminal_held(&self) -> usize {
+        self.terminal.len()
+    }
+
+    /// Evicts the oldest terminal orders until at most `retain_terminal` are held.
+    fn evict_excess(&mut self) {
+        while self.terminal.len() > self.cfg.retain_terminal {
+            let Some(id) = self.terminal.pop_front() else {
+                break;
+            };
+            let order = self.orders.remove(&id);
+            debug_assert!(order.is_some(), "terminal order {id} not held");
+            let Some(order) = order else {
+                continue;
+            };
+            if let Some(set) = self.by_account.get_mut(&order.account) {
+                set.remove(&(order.created_at, id));
+                if set.is_empty() {
+                    self.by_account.remove(&order.account);
+                }
+            }
+            self.evicted.push(order);
         }
     }
 
@@ -200,14 +258,14 @@ impl Engine {
         &self.cfg
     }
 
-    /// Number of orders held (open and closed).
+    /// Number of orders held (open and held terminal ones).
     pub fn order_count(&self) -> usize {
         self.orders.len()
     }
 
     /// A stable 64-bit FNV-1a hash of the canonical state (books, orders, accounts,
-    /// positions, reservations, counters, trades, candles): equal hashes across runs and
-    /// machines mean equal state.
+    /// positions, reservations, counters, trades, candles, the eviction queue and any evicted
+    /// orders not yet taken): equal hashes across runs and machines mean equal state.
     pub fn state_hash(&self) -> u64 {
         let mut body = Vec::with_capacity(1 << 16);
         self.encode_state(&mut body);
@@ -223,22 +281,32 @@ impl Engine {
         out
     }
 
-    /// The [`Engine::state_hash`] of the engine a snapshot image restores to, computed from
-    /// the bytes alone (so a writer thread can hash without touching the engine).
+    /// The [`Engine::state_hash`] of the engine a snapshot image restores to (with the
+    /// config it was taken with), computed from the bytes alone (so a writer thread can hash
+    /// without touching the engine). Only for the current layout: an older one is
+    /// [`SnapshotError::Version`].
     pub fn snapshot_state_hash(bytes: &[u8]) -> Result<u64, SnapshotError> {
-        snapshot::open(bytes).map(snapshot::fnv1a64)
+        match snapshot::open(bytes)? {
+            (SNAPSHOT_VERSION, body) => Ok(snapshot::fnv1a64(body)),
+            // An older layout restores to a different body: only a restore can tell.
+            (v, _) => Err(SnapshotError::Version(v)),
+        }
     }
 
     /// Rebuilds an engine from [`Engine::snapshot`] bytes; `instruments` must be the table
     /// the snapshot was taken with. A damaged or foreign image is an error, never a guess.
+    ///
+    /// Evicted orders the snapshot still held untaken come back in [`Engine::take_evicted`].
+    /// If `cfg.retain_terminal` is below what the snapshot holds, the excess is evicted here
+    /// (and also comes out of [`Engine::take_evicted`]).
     pub fn restore(
         instruments: InstrumentTable,
         cfg: EngineConfig,
         bytes: &[u8],
     ) -> Result<Engine, SnapshotError> {
-        let body = snapshot::open(bytes)?;
+        let (version, body) = snapshot::open(bytes)?;
         let mut e = Engine::new(instruments, cfg);
-        e.decode_state(body)?;
+        e.decode_state(version, body)?;
         // The clientOrderId index is derived from the open orders, not stored.
         for o in e.orders.values() {
             if let Some(c) = o.client_order_id
@@ -247,6 +315,7 @@ impl Engine {
                 e.risk.index_client_order_id(o.account, c, o.order_id);
             }
         }
+        e.evict_excess();
         Ok(e)
     }
 }

@@ -4,6 +4,13 @@
 //! hash maps is written sorted by key, so the bytes depend only on the state, never on
 //! insertion history or hasher seeds. Layout: magic, version, body, CRC-32 of everything
 //! before it. Little-endian throughout.
+//!
+//! Version 2 appends the eviction queue (held terminal orders in the order they ended) and
+//! the evicted orders not yet taken, so a restore evicts exactly what the original would
+//! have and loses nothing it had not handed out. Version 1 images (no queue) still restore:
+//! the queue is rebuilt from the terminal orders by `(updated_at, order_id)`, the time each
+//! ended, which differs from the original only in the order of orders that ended in the same
+//! command.
 
 use thiserror::Error;
 
@@ -19,7 +26,9 @@ use super::Engine;
 
 const MAGIC: &[u8; 8] = b"OMSSNAP\0";
 /// Current snapshot layout version.
-pub const SNAPSHOT_VERSION: u16 = 1;
+pub const SNAPSHOT_VERSION: u16 = 2;
+/// The oldest layout [`Engine::restore`] still reads.
+const OLDEST_VERSION: u16 = 1;
 
 /// A snapshot that cannot be restored.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Error)]
@@ -58,8 +67,8 @@ pub(super) fn seal(out: &mut Vec<u8>) {
     out.extend_from_slice(&crc.to_le_bytes());
 }
 
-/// Checks magic, version and CRC; returns the body.
-pub(super) fn open(bytes: &[u8]) -> Result<&[u8], SnapshotError> {
+/// Checks magic, version and CRC; returns the layout version and the body.
+pub(super) fn open(bytes: &[u8]) -> Result<(u16, &[u8]), SnapshotError> {
     if bytes.len() < MAGIC.len() + 2 + 4 {
         return Err(if bytes.starts_with(&MAGIC[..bytes.len().min(8)]) {
             SnapshotError::Truncated
@@ -76,10 +85,10 @@ pub(super) fn open(bytes: &[u8]) -> Result<&[u8], SnapshotError> {
         return Err(SnapshotError::Checksum);
     }
     let version = u16::from_le_bytes([data[8], data[9]]);
-    if version != SNAPSHOT_VERSION {
+    if !(OLDEST_VERSION..=SNAPSHOT_VERSION).contains(&version) {
         return Err(SnapshotError::Version(version));
     }
-    Ok(&data[10..])
+    Ok((version, &data[10..]))
 }
 
 struct W<'a>(&'a mut Vec<u8>);
@@ -133,6 +142,26 @@ impl W<'_> {
             Side::Buy => 0,
             Side::Sell => 1,
         });
+    }
+    fn order(&mut self, o: &Order) {
+        self.u128(o.order_id.0);
+        self.opt_bytes(o.client_order_id.as_ref().map(|c| c.as_bytes()));
+        self.bytes(o.account.as_str().as_bytes());
+        self.u16(o.symbol.0);
+        self.side(o.side);
+        self.u8(u8::from(o.order_type == OrderType::Limit));
+        self.u8(tif_tag(o.time_in_force));
+        self.u8(u8::from(o.post_only));
+        self.i64(o.quantity.0);
+        self.opt_i64(o.price.map(|p| p.0));
+        self.u8(status_tag(o.status));
+        self.i64(o.filled_quantity.0);
+        self.i128(o.filled_notional);
+        self.u64(o.created_at);
+        self.u64(o.updated_at);
+        self.u32(o.version);
+        self.opt_bytes(o.idempotency_key.as_ref().map(|k| k.as_bytes()));
+        self.u8(o.reject_reason.map_or(0, |c| c as u8));
     }
     fn trade(&mut self, t: &Trade) {
         self.u64(t.trade_id);
@@ -241,6 +270,49 @@ impl<'a> R<'a> {
         }
         Ok(n)
     }
+    fn order(&mut self, n: usize) -> Res<Order> {
+        let order_id = OrderId(self.u128()?);
+        let client_order_id = self.opt_short()?;
+        let account = self.account()?;
+        let symbol = self.symbol(n)?;
+        let side = self.side()?;
+        let order_type = if self.bool()? {
+            OrderType::Limit
+        } else {
+            OrderType::Market
+        };
+        let time_in_force = match self.u8()? {
+            0 => TimeInForce::Gtc,
+            1 => TimeInForce::Ioc,
+            2 => TimeInForce::Fok,
+            _ => return Err(SnapshotError::Invalid("time in force")),
+        };
+        Ok(Order {
+            order_id,
+            client_order_id,
+            account,
+            symbol,
+            side,
+            order_type,
+            time_in_force,
+            post_only: self.bool()?,
+            quantity: Qty(self.i64()?),
+            price: self.opt_i64()?.map(Price),
+            status: *OrderStatus::ALL
+                .get(self.u8()? as usize)
+                .ok_or(SnapshotError::Invalid("status"))?,
+            filled_quantity: Qty(self.i64()?),
+            filled_notional: self.i128()?,
+            created_at: self.u64()?,
+            updated_at: self.u64()?,
+            version: self.u32()?,
+            idempotency_key: self.opt_short()?,
+            reject_reason: match self.u8()? {
+                0 => None,
+                c => Some(RejectCode::from_u8(c).ok_or(SnapshotError::Invalid("reason"))?),
+            },
+        })
+    }
     fn trade(&mut self, n: usize) -> Res<Trade> {
         Ok(Trade {
             trade_id: self.u64()?,
@@ -322,24 +394,7 @@ impl Engine {
         orders.sort_unstable_by_key(|o| o.order_id);
         w.u64(orders.len() as u64);
         for o in orders {
-            w.u128(o.order_id.0);
-            w.opt_bytes(o.client_order_id.as_ref().map(|c| c.as_bytes()));
-            w.bytes(o.account.as_str().as_bytes());
-            w.u16(o.symbol.0);
-            w.side(o.side);
-            w.u8(u8::from(o.order_type == OrderType::Limit));
-            w.u8(tif_tag(o.time_in_force));
-            w.u8(u8::from(o.post_only));
-            w.i64(o.quantity.0);
-            w.opt_i64(o.price.map(|p| p.0));
-            w.u8(status_tag(o.status));
-            w.i64(o.filled_quantity.0);
-            w.i128(o.filled_notional);
-            w.u64(o.created_at);
-            w.u64(o.updated_at);
-            w.u32(o.version);
-            w.opt_bytes(o.idempotency_key.as_ref().map(|k| k.as_bytes()));
-            w.u8(o.reject_reason.map_or(0, |c| c as u8));
+            w.order(o);
         }
 
         // Books in priority order; trades and candles oldest first.
@@ -373,10 +428,20 @@ impl Engine {
             w.i64(c.volume.0);
             w.u32(c.trades);
         }
+
+        // Eviction queue oldest first, then evicted orders not yet taken, oldest first.
+        w.u64(self.terminal.len() as u64);
+        for id in &self.terminal {
+            w.u128(id.0);
+        }
+        w.u64(self.evicted.len() as u64);
+        for o in &self.evicted {
+            w.order(o);
+        }
     }
 
-    /// Fills a freshly built engine from a snapshot body.
-    pub(super) fn decode_state(&mut self, body: &[u8]) -> Result<(), SnapshotError> {
+    /// Fills a freshly built engine from a snapshot body of layout `version`.
+    pub(super) fn decode_state(&mut self, version: u16, body: &[u8]) -> Result<(), SnapshotError> {
         let mut r = R { buf: body, pos: 0 };
         let n = self.instruments.len();
         if r.u16()? as usize != n {
@@ -451,49 +516,10 @@ impl Engine {
         }
 
         for _ in 0..r.count()? {
-            let order_id = OrderId(r.u128()?);
-            let client_order_id = r.opt_short()?;
-            let account = r.account()?;
-            let symbol = r.symbol(n)?;
-            let side = r.side()?;
-            let order_type = if r.bool()? {
-                OrderType::Limit
-            } else {
-                OrderType::Market
-            };
-            let time_in_force = match r.u8()? {
-                0 => TimeInForce::Gtc,
-                1 => TimeInForce::Ioc,
-                2 => TimeInForce::Fok,
-                _ => return Err(SnapshotError::Invalid("time in force")),
-            };
-            let o = Order {
-                order_id,
-                client_order_id,
-                account,
-                symbol,
-                side,
-                order_type,
-                time_in_force,
-                post_only: r.bool()?,
-                quantity: Qty(r.i64()?),
-                price: r.opt_i64()?.map(Price),
-                status: *OrderStatus::ALL
-                    .get(r.u8()? as usize)
-                    .ok_or(SnapshotError::Invalid("status"))?,
-                filled_quantity: Qty(r.i64()?),
-                filled_notional: r.i128()?,
-                created_at: r.u64()?,
-                updated_at: r.u64()?,
-                version: r.u32()?,
-                idempotency_key: r.opt_short()?,
-                reject_reason: match r.u8()? {
-                    0 => None,
-                    c => Some(RejectCode::from_u8(c).ok_or(SnapshotError::Invalid("reason"))?),
-                },
-            };
+            let o = r.order(n)?;
+            let order_id = o.order_id;
             self.by_account
-                .entry(account)
+                .entry(o.account)
                 .or_default()
                 .insert((o.created_at, order_id));
             if self.orders.insert(order_id, o).is_some() {
@@ -543,9 +569,58 @@ impl Engine {
                 trades: r.u32()?,
             });
         }
+        if version >= 2 {
+            self.decode_eviction(&mut r, n)?;
+        } else {
+            self.rebuild_eviction_queue();
+        }
         if r.pos != body.len() {
             return Err(SnapshotError::Invalid("trailing bytes"));
         }
         Ok(())
+    }
+
+    /// The eviction queue and the untaken evicted orders (layout 2).
+    fn decode_eviction(&mut self, r: &mut R<'_>, n: usize) -> Result<(), SnapshotError> {
+        for _ in 0..r.count()? {
+            let id = OrderId(r.u128()?);
+            if !self.orders.get(&id).is_some_and(|o| o.status.is_terminal()) {
+                return Err(SnapshotError::Invalid("eviction queue entry"));
+            }
+            self.terminal.push_back(id);
+        }
+        // Every held terminal order queued exactly once.
+        let mut queued: Vec<OrderId> = self.terminal.iter().copied().collect();
+        queued.sort_unstable();
+        queued.dedup();
+        let held = self
+            .orders
+            .values()
+            .filter(|o| o.status.is_terminal())
+            .count();
+        if queued.len() != self.terminal.len() || held != queued.len() {
+            return Err(SnapshotError::Invalid("eviction queue"));
+        }
+        for _ in 0..r.count()? {
+            let o = r.order(n)?;
+            if o.status.is_open() || self.orders.contains_key(&o.order_id) {
+                return Err(SnapshotError::Invalid("evicted order"));
+            }
+            self.evicted.push(o);
+        }
+        Ok(())
+    }
+
+    /// Layout 1 has no queue: the held terminal orders in the order they ended, as far as
+    /// the orders tell (`updated_at` is when an order ended; ties broken by id).
+    fn rebuild_eviction_queue(&mut self) {
+        let mut ended: Vec<(u64, OrderId)> = self
+            .orders
+            .values()
+            .filter(|o| o.status.is_terminal())
+            .map(|o| (o.updated_at, o.order_id))
+            .collect();
+        ended.sort_unstable();
+        self.terminal.extend(ended.into_iter().map(|(_, id)| id));
     }
 }
