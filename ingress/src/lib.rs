@@ -8,6 +8,7 @@
 //! (`oms-wire`) only; `http` and `ws` sit on top of them; `backends` builds the adapters;
 //! `serve` wires everything together.
 
+pub mod archive;
 pub mod audit;
 pub mod auth;
 pub mod backends;

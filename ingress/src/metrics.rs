@@ -466,6 +466,11 @@ pub struct Metrics {
     pub http_connections: Gauge,
     pub http_connections_refused: Counter,
     pub http_connections_evicted: Counter,
+    /// Orders the engine holds (open + the newest finished); finished orders archived;
+    /// archive write failures (retried).
+    pub orders_held: Gauge,
+    pub orders_archived: Counter,
+    pub archive_errors: Counter,
     /// Snapshots written; snapshots that failed to write or were unusable at start.
     pub snapshots_written: Counter,
     pub snapshot_errors: Counter,
@@ -608,6 +613,14 @@ impl Default for Metrics {
             "oms_http_connections_evicted",
             "Idle connections closed to admit a new one at the connection cap",
         );
+        let orders_archived = counter(
+            "oms_orders_archived",
+            "Finished orders moved from memory to the archive",
+        );
+        let archive_errors = counter(
+            "oms_archive_errors",
+            "Failed archive writes (retried until they succeed)",
+        );
         let abandoned = counter(
             "oms_abandoned",
             "Requests answered 503 before their command was logged",
@@ -619,6 +632,12 @@ impl Default for Metrics {
         let snapshot_errors = counter(
             "oms_snapshot_errors",
             "Snapshots that failed to write, or were unusable at start (an older one was used)",
+        );
+        let orders_held = Gauge::default();
+        r.register(
+            "oms_orders_held",
+            "Orders held in memory: open ones and the newest finished ones",
+            orders_held.clone(),
         );
         let http_connections = Gauge::default();
         r.register(
@@ -677,6 +696,9 @@ impl Default for Metrics {
             http_connections,
             http_connections_refused,
             http_connections_evicted,
+            orders_held,
+            orders_archived,
+            archive_errors,
             snapshots_written,
             snapshot_errors,
             snapshot_bytes,

@@ -22,6 +22,7 @@ use oms_core::ports::{Checkpoint, EventSink};
 use oms_core::{Event, OrderId};
 use oms_wire::{ApiError, HaltJson, OrderJson};
 
+use crate::archive::{ArchiveMsg, Archiver};
 use crate::metrics::{Metrics, Stage};
 use crate::pipeline::handoff::{Durable, Feedback};
 use crate::pipeline::slot::Reply;
@@ -44,6 +45,8 @@ pub struct SnapshotPlan {
     pub tail: u64,
     pub every_commands: u64,
     pub every: Duration,
+    /// Where evicted orders go; snapshots wait for it (see `crate::archive`).
+    pub archive: Option<Archiver>,
 }
 
 /// The snapshot bookkeeping of a running processor.
@@ -114,11 +117,17 @@ impl Snaps {
                 .tx
                 .send(SnapMsg::Places(std::mem::take(&mut self.places)));
         }
+        let archived = self.plan.archive.as_ref().map(|a| {
+            let (tx, rx) = crossbeam_channel::bounded(1);
+            a.send(ArchiveMsg::Flush(tx));
+            rx
+        });
         let _ = self.plan.tx.send(SnapMsg::Take {
             engine: engine.snapshot(),
             checkpoint: self.position.clone(),
             applied: self.plan.applied_before + self.applied,
             done,
+            archived,
         });
         self.last_applied = self.applied;
         self.carried = 0;
@@ -139,6 +148,8 @@ struct Ctx {
     all_events: Vec<Event>,
     fb: Vec<Feedback>,
     snaps: Option<Snaps>,
+    archive: Option<Archiver>,
+    evicted: Vec<oms_core::Order>,
 }
 
 /// Applies one durable batch: engine, replies, risk feedback, sinks.
@@ -192,6 +203,15 @@ fn apply_batch(engine: &mut Engine, batch: Vec<Durable>, ctx: &mut Ctx) {
         s.publish(&ctx.all_events);
     }
     ctx.all_events.clear();
+    // Finished orders beyond the engine's bound leave memory for the archive.
+    engine.take_evicted(&mut ctx.evicted);
+    if !ctx.evicted.is_empty() {
+        match &ctx.archive {
+            Some(a) => a.send(ArchiveMsg::Put(std::mem::take(&mut ctx.evicted))),
+            None => ctx.evicted.clear(),
+        }
+    }
+    ctx.metrics.orders_held.set(engine.order_count() as i64);
     ctx.metrics.stage(Stage::Process).observe(started.elapsed());
 }
 
@@ -199,6 +219,8 @@ fn apply_batch(engine: &mut Engine, batch: Vec<Durable>, ctx: &mut Ctx) {
 pub struct Control {
     pub snapshots: Option<SnapshotPlan>,
     pub stop: Receiver<StopRequest>,
+    /// Where the orders the engine evicts go (`None`: they are dropped — tests, benches).
+    pub archive: Option<Archiver>,
 }
 
 /// Runs the processor loop until both channels close or a stop request arrives.
@@ -218,6 +240,8 @@ pub fn run(
         events: Vec::with_capacity(256),
         all_events: Vec::with_capacity(1024),
         fb: Vec::with_capacity(256),
+        archive: control.archive,
+        evicted: Vec::new(),
         snaps: control.snapshots.map(|plan| Snaps {
             position: plan.start.clone(),
             carried: plan.tail,

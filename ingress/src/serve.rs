@@ -10,12 +10,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
+use oms_archive::OrderArchive;
 use oms_core::idempotency::MemoryIdempotency;
 use oms_core::ports::{Checkpoint, OrderLog};
 use oms_core::{Engine, EngineConfig, InstrumentTable, Money, RiskConfig};
 use oms_journal::{Retention, SnapshotStore};
 use tokio::net::TcpListener;
 
+use crate::archive::{ArchiveMsg, Archiver};
 use crate::auth::{Authenticator, JwtSettings, JwtVerifier};
 use crate::backends::{Backends, MetricSource, StorePool};
 use crate::clock::SystemClock;
@@ -52,6 +54,7 @@ pub fn engine_config(args: &ServeArgs) -> anyhow::Result<EngineConfig> {
             dev_default_equity: Some(equity),
             ..RiskConfig::default()
         },
+        retain_terminal: args.retain_terminal_orders,
         ..EngineConfig::default()
     })
 }
@@ -63,8 +66,29 @@ pub fn recover(
     cfg: EngineConfig,
     metrics: &Metrics,
 ) -> anyhow::Result<(Engine, MemoryIdempotency, Checkpoint)> {
-    let r = crate::snapshots::restore(log, table, cfg, None, metrics)?;
+    let r = crate::snapshots::restore(log, table, cfg, None, metrics, &mut |_| {})?;
     Ok((r.engine, r.idem, r.checkpoint))
+}
+
+/// Opens the archive of finished orders and starts its thread.
+pub fn open_archive(
+    args: &ServeArgs,
+    table: &Arc<InstrumentTable>,
+    metrics: &Arc<Metrics>,
+) -> anyhow::Result<Archiver> {
+    let dir = args
+        .archive_dir
+        .clone()
+        .unwrap_or_else(|| args.data_dir.join("archive"));
+    std::fs::create_dir_all(&dir)
+        .with_context(|| format!("cannot create the archive directory {}", dir.display()))?;
+    let archive = OrderArchive::open(&dir.join("orders.redb"))
+        .with_context(|| format!("cannot open the order archive in {}", dir.display()))?;
+    Ok(Archiver::spawn(
+        archive,
+        Arc::clone(table),
+        Arc::clone(metrics),
+    )?)
 }
 
 /// The snapshot directory per the flags.
@@ -161,9 +185,19 @@ pub async fn run(
     let cfg = engine_config(&args)?;
     let default_equity = cfg.risk.dev_default_equity;
     let store = snapshot_store(&args)?;
-    let restored =
-        crate::snapshots::restore(backends.log.as_mut(), &table, cfg, Some(&store), &metrics)?;
     let table = Arc::new(table);
+    let archiver = open_archive(&args, &table, &metrics)?;
+    let restored = {
+        let archiver = archiver.clone();
+        crate::snapshots::restore(
+            backends.log.as_mut(),
+            &table,
+            cfg,
+            Some(&store),
+            &metrics,
+            &mut move |orders| archiver.send(ArchiveMsg::Put(orders)),
+        )?
+    };
     let (mut engine, mut idem) = (restored.engine, restored.idem);
     engine.reserve(args.reserve_orders);
     idem.reserve(args.reserve_orders);
@@ -172,6 +206,7 @@ pub async fn run(
     let mut control = processor::Control {
         snapshots: None,
         stop: stop_processor_rx,
+        archive: Some(archiver.clone()),
     };
     if backends.log.position().is_some() {
         let (log, positions) = crate::snapshots::PositionedLog::new(backends.log);
@@ -199,6 +234,7 @@ pub async fn run(
             tail: metrics.replayed_commands.get(),
             every_commands: args.snapshot_every_commands,
             every: Duration::from_secs(args.snapshot_every_secs),
+            archive: Some(archiver.clone()),
         });
     } else {
         tracing::warn!(
@@ -311,6 +347,7 @@ pub async fn run(
         node_id: args.node_id,
         default_equity,
         order_store,
+        archive: Some(archiver.clone()),
         trading: http::venue::Trading {
             deadman: Default::default(),
             audit: match crate::audit::AuditLog::open(&args.data_dir.join("audit")) {

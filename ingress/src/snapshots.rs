@@ -24,7 +24,7 @@ use crossbeam_channel::{Receiver, Sender};
 use oms_core::command::{Command, PlaceOrder};
 use oms_core::idempotency::MemoryIdempotency;
 use oms_core::ports::{Checkpoint, IDEMPOTENCY_TTL, IdemKey, LogError, OrderLog, StoredResponse};
-use oms_core::{AccountId, Engine, EngineConfig, IdempotencyKey, InstrumentTable};
+use oms_core::{AccountId, Engine, EngineConfig, IdempotencyKey, InstrumentTable, Order};
 use oms_journal::{Retention, SnapshotImage, SnapshotStore, remove_segments_before};
 
 use crate::metrics::Metrics;
@@ -225,6 +225,9 @@ pub enum SnapMsg {
         checkpoint: Checkpoint,
         applied: u64,
         done: Option<Sender<()>>,
+        /// Answered once the orders the engine evicted before this snapshot are durable in
+        /// the archive; the file is written only then (see `crate::archive`).
+        archived: Option<Receiver<()>>,
     },
 }
 
@@ -285,8 +288,14 @@ impl Snapshotter {
                 checkpoint,
                 applied,
                 done,
+                archived,
             } => {
-                if let Err(e) = self.take(engine, checkpoint, applied) {
+                let ready = archived
+                    .is_none_or(|a| a.recv_timeout(std::time::Duration::from_secs(60)).is_ok());
+                if !ready {
+                    self.metrics.snapshot_errors.inc();
+                    tracing::error!("the archive did not confirm evicted orders; snapshot skipped");
+                } else if let Err(e) = self.take(engine, checkpoint, applied) {
                     self.metrics.snapshot_errors.inc();
                     tracing::error!(error = %e, "writing a snapshot failed; the previous one stays");
                 }
@@ -377,6 +386,7 @@ pub fn replay_tail(
     table: &InstrumentTable,
     engine: &mut Engine,
     image: &mut IdemImage,
+    evicted: &mut dyn FnMut(Vec<Order>),
 ) -> anyhow::Result<(Checkpoint, u64)> {
     let mut voided = std::collections::HashSet::new();
     log.replay(from, &mut |cmd: &Command| {
@@ -411,18 +421,33 @@ pub fn replay_tail(
                 image.record_place(table, p);
             }
             n += 1;
+            if n.is_multiple_of(4096) {
+                // Finished orders leave memory during a long replay too.
+                drain(engine, evicted);
+            }
         })
         .context("replaying the order log")?;
+    drain(engine, evicted);
     Ok((checkpoint, n))
 }
 
-/// Loads the newest usable snapshot, then the log tail; a full replay without one.
+fn drain(engine: &mut Engine, evicted: &mut dyn FnMut(Vec<Order>)) {
+    let mut out = Vec::new();
+    engine.take_evicted(&mut out);
+    if !out.is_empty() {
+        evicted(out);
+    }
+}
+
+/// Loads the newest usable snapshot, then the log tail; a full replay without one. Orders
+/// the engine evicts on the way are handed to `evicted` (the archive).
 pub fn restore(
     log: &mut dyn OrderLog,
     table: &InstrumentTable,
     cfg: EngineConfig,
     store: Option<&SnapshotStore>,
     metrics: &Metrics,
+    evicted: &mut dyn FnMut(Vec<Order>),
 ) -> anyhow::Result<Restored> {
     let started = Instant::now();
     let end = log.position();
@@ -466,7 +491,7 @@ pub fn restore(
         ),
     };
     let loaded_ms = started.elapsed().as_millis() as u64;
-    let (checkpoint, n) = replay_tail(log, &from, table, &mut engine, &mut image)?;
+    let (checkpoint, n) = replay_tail(log, &from, table, &mut engine, &mut image, evicted)?;
     let mut idem = MemoryIdempotency::with_capacity(image.len());
     image.fill(&mut idem);
     let took = started.elapsed();

@@ -4,6 +4,7 @@
 
 mod common;
 mod crash_recovery;
+mod eviction;
 mod http_auth;
 mod http_errors;
 mod http_idempotency;

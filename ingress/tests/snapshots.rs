@@ -137,6 +137,7 @@ fn snapshot_plus_tail_equals_full_replay() {
         EngineConfig::default(),
         Some(&f.store),
         &Metrics::default(),
+        &mut |_| {},
     )
     .unwrap();
     assert_eq!(r.snapshot_seq, Some(1), "the snapshot must be used");
@@ -213,6 +214,7 @@ fn damaged_newest_snapshot_falls_back_to_the_previous_one() {
         EngineConfig::default(),
         Some(&f.store),
         &metrics,
+        &mut |_| {},
     )
     .unwrap();
     assert_eq!(
@@ -239,6 +241,7 @@ fn snapshot_beyond_the_log_end_is_not_used() {
         EngineConfig::default(),
         Some(&f.store),
         &Metrics::default(),
+        &mut |_| {},
     )
     .unwrap();
     assert_eq!(r.snapshot_seq, None, "full replay expected");

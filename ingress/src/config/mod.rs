@@ -199,6 +199,15 @@ pub struct ServeArgs {
     #[arg(long, env = "OMS_RESERVE_ORDERS", default_value_t = 0)]
     pub reserve_orders: usize,
 
+    /// Finished orders (filled, canceled, rejected, expired) kept in memory, newest first;
+    /// older ones move to the on-disk archive and are still found by every order route.
+    #[arg(long, env = "OMS_RETAIN_TERMINAL_ORDERS", default_value_t = oms_core::engine::DEFAULT_RETAIN_TERMINAL)]
+    pub retain_terminal_orders: usize,
+
+    /// Directory of the archive of finished orders (default `<data-dir>/archive`).
+    #[arg(long, env = "OMS_ARCHIVE_DIR")]
+    pub archive_dir: Option<PathBuf>,
+
     /// Snapshots kept (the newest; an older one is used if the newest is damaged).
     #[arg(long, env = "OMS_SNAPSHOT_KEEP", default_value_t = 3)]
     pub snapshot_keep: usize,

@@ -11,6 +11,7 @@
 
 pub mod assets;
 
+pub mod archived;
 pub mod batch;
 pub mod body;
 pub mod cancel_all;
@@ -72,6 +73,8 @@ pub struct App {
     default_equity: Option<Money>,
     /// Set with `--query-store mongo`: GET order routes read the projection.
     order_store: Option<Arc<StorePool>>,
+    /// Finished orders evicted from the engine (GET, list and clientOrderId fall back to it).
+    archive: Option<crate::archive::Archiver>,
     /// Batch limits, dead-man's switches, the audit log.
     trading: venue::Trading,
     /// The WebSocket endpoint `/ws`.
@@ -93,6 +96,7 @@ pub struct AppParts {
     pub node_id: u64,
     pub default_equity: Option<Money>,
     pub order_store: Option<Arc<StorePool>>,
+    pub archive: Option<crate::archive::Archiver>,
     pub trading: venue::Trading,
     pub ws: crate::ws::WsHandle,
 }
@@ -167,6 +171,7 @@ impl App {
             },
             default_equity: p.default_equity,
             order_store: p.order_store,
+            archive: p.archive,
             trading: p.trading,
             ws: p.ws,
         }

@@ -332,18 +332,7 @@ pub async fn get(app: &Arc<App>, req: Req, account: AccountId) -> Outcome {
             None => err(ApiError::order_not_found()),
         };
     }
-    let body = app
-        .query(move |e| {
-            e.order(id)
-                .filter(|o| o.account == account)
-                .map(|o| OrderJson::rest(e.instruments(), o))
-        })
-        .await
-        .map_err(|e| (e, None))?;
-    match body {
-        Some(b) => Ok(Answer::json(200, b)),
-        None => err(ApiError::order_not_found()),
-    }
+    super::archived::get(app, account, id).await
 }
 
 /// The query string as decoded `(name, value)` pairs.
@@ -418,11 +407,7 @@ pub async fn list(app: &Arc<App>, req: Req, account: AccountId) -> Outcome {
         let refs: Vec<&oms_core::Order> = page.iter().collect();
         return Ok(Answer::json(200, render_page(&table, &refs, limit)));
     }
-    let body = app
-        .query(move |e| render_page(e.instruments(), &e.list_orders(&q), q.limit))
-        .await
-        .map_err(|e| (e, None))?;
-    Ok(Answer::json(200, body))
+    super::archived::list(app, q).await
 }
 
 fn render_page(

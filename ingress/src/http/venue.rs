@@ -135,15 +135,11 @@ fn client_order_id_of(req: &Req) -> Result<ClientOrderId, ApiError> {
 /// newest one that had it.
 pub async fn get_by_client_id(app: &Arc<App>, req: Req, account: AccountId) -> Outcome {
     let cid = client_order_id_of(&req).map_err(|e| (e, None))?;
-    let body = app
-        .query(move |e| {
-            e.order_by_client_id(&account, &cid)
-                .map(|o| oms_wire::OrderJson::rest(e.instruments(), o))
-        })
+    match super::archived::by_client_id(app, account, cid)
         .await
-        .map_err(|e| (e, None))?;
-    match body {
-        Some(b) => Ok(Answer::json(200, b)),
+        .map_err(|e| (e, None))?
+    {
+        Some((b, _)) => Ok(Answer::json(200, b)),
         None => err(ApiError::order_not_found()),
     }
 }
@@ -156,14 +152,12 @@ pub async fn cancel_by_client_id(
     account: AccountId,
 ) -> Outcome {
     let cid = client_order_id_of(&req).map_err(|e| (e, None))?;
-    let found = app
-        .query(move |e| {
-            e.order_by_client_id(&account, &cid)
-                .map(|o| (o.order_id, o.symbol, o.status.is_open()))
-        })
+    let found = super::archived::by_client_id(app, account, cid)
         .await
         .map_err(|e| (e, None))?;
-    let (id, symbol, open) = found.ok_or_else(|| (ApiError::order_not_found(), None))?;
+    let (id, symbol, open) = found
+        .and_then(|(_, info)| info)
+        .ok_or_else(|| (ApiError::order_not_found(), None))?;
     if !open {
         return err(ApiError::reject(oms_core::RejectCode::OrderNotOpen));
     }
