@@ -116,6 +116,7 @@ pub fn encode(cmd: &Command, out: &mut Vec<u8>) {
             out.push(match c.trigger {
                 CancelAllTrigger::Request => 0,
                 CancelAllTrigger::DeadMansSwitch => 1,
+                CancelAllTrigger::Disconnect => 2,
             });
             put_u64(out, c.ts);
             put_opt_str(out, c.correlation_id.as_ref().map(|c| c.as_str()));
@@ -226,6 +227,7 @@ pub fn decode(buf: &[u8]) -> Result<Command, CodecError> {
             trigger: match r.u8()? {
                 0 => CancelAllTrigger::Request,
                 1 => CancelAllTrigger::DeadMansSwitch,
+                2 => CancelAllTrigger::Disconnect,
                 _ => return Err(CodecError::Invalid("cancel-all trigger")),
             },
             ts: r.u64()?,
@@ -452,6 +454,14 @@ mod tests {
                 side: None,
                 trigger: CancelAllTrigger::DeadMansSwitch,
                 ts: 14,
+                correlation_id: None,
+            }),
+            Command::CancelAll(CancelAll {
+                account: acct,
+                symbol: None,
+                side: None,
+                trigger: CancelAllTrigger::Disconnect,
+                ts: 15,
                 correlation_id: None,
             }),
         ];

@@ -76,6 +76,8 @@ pub enum CancelAllTrigger {
     /// The account's dead-man's switch (`POST /api/orders/cancel-all-after`) expired. The
     /// timer runs at the edge; its expiry is this logged command, so replay needs no clock.
     DeadMansSwitch,
+    /// A WebSocket session of the account that opted in to cancel-on-disconnect closed.
+    Disconnect,
 }
 
 /// Cancel every open order of an account, optionally only one symbol and/or side. Applied

@@ -374,6 +374,7 @@ pub async fn run(
         stop_rx.clone(),
     ));
     tokio::spawn(http::cancel_all::run_timer(Arc::clone(&app), stop_rx));
+    app.set_ws_on_close(http::cancel_all::on_disconnect(Arc::downgrade(&app)));
     {
         // Rate-limit state of accounts gone quiet is dropped, so it follows active accounts.
         let app = Arc::clone(&app);

@@ -896,3 +896,94 @@ async fn a_client_that_stops_reading_is_closed_1008_and_orders_keep_being_acked(
     assert_eq!(f.code, CloseCode::Policy);
     assert!(f.reason.contains("slow consumer"), "{}", f.reason);
 }
+
+#[tokio::test]
+async fn cancel_on_disconnect_cancels_the_accounts_open_orders_only_when_opted_in() {
+    let s = Server::start_with(&["--fsync", "never"]).await;
+    // Opted in: its orders are canceled when the connection closes.
+    let mut opted = Client::connect(&s, &[]).await;
+    let r = opted
+        .request(
+            json!({"op":"auth","account":"ws-cod","cancelOnDisconnect":true}),
+            1,
+        )
+        .await;
+    assert_eq!(r["ok"], true, "{r}");
+    // Not opted in: closing changes nothing.
+    let mut plain = Client::connect(&s, &[]).await;
+    let r = plain
+        .request(json!({"op":"auth","account":"ws-plain"}), 1)
+        .await;
+    assert_eq!(r["ok"], true, "{r}");
+    let mut ids = Vec::new();
+    for account in ["ws-cod", "ws-cod", "ws-plain"] {
+        let o = s
+            .place_ok(account, &limit("BTC/USD", "BUY", "0.1", "44000"))
+            .await;
+        ids.push((account, o["orderId"].as_str().unwrap().to_owned()));
+    }
+    // The option belongs to auth only.
+    let r = plain
+        .request(json!({"op":"ping","cancelOnDisconnect":true}), 2)
+        .await;
+    assert_eq!(r["error"]["code"], "INVALID_PARAMETER", "{r}");
+
+    drop(plain);
+    opted.ws.close(None).await.expect("close");
+    drop(opted);
+    let deadline = Instant::now() + Duration::from_secs(1);
+    let status = |s: &Server, account: &'static str, id: String| {
+        let s = s.url(&format!("/api/orders/{id}"));
+        async move {
+            reqwest::Client::new()
+                .get(s)
+                .header("X-Account-Id", account)
+                .send()
+                .await
+                .unwrap()
+                .json::<Value>()
+                .await
+                .unwrap()["status"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        }
+    };
+    loop {
+        let mut canceled = 0;
+        for (account, id) in &ids[..2] {
+            if status(&s, account, id.clone()).await == "CANCELED" {
+                canceled += 1;
+            }
+        }
+        if canceled == 2 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the opted-in account's orders were not canceled within 1 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (account, id) = &ids[2];
+    assert_eq!(
+        status(&s, account, id.clone()).await,
+        "ACCEPTED",
+        "not opted in"
+    );
+    let audit = s
+        .get("/api/admin/audit", Some("ws-admin"))
+        .await
+        .expect(200, "audit")
+        .json;
+    assert!(
+        audit["records"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["action"] == "CANCEL_ON_DISCONNECT"
+                && r["account"] == "ws-cod"
+                && r["status"] == 200),
+        "{audit}"
+    );
+}

@@ -209,3 +209,54 @@ pub async fn run_timer(app: Arc<App>, mut stop: tokio::sync::watch::Receiver<boo
         }
     }
 }
+
+/// Cancel-on-disconnect (WebSocket sessions that opted in with `"cancelOnDisconnect":true` in
+/// their `auth` op, as on Deribit): when such a connection closes, every open order of its
+/// account is canceled by one logged cancel-all (trigger `DISCONNECT`) and audited.
+pub fn on_disconnect(app: std::sync::Weak<App>) -> crate::ws::OnClose {
+    Box::new(move |account: &AccountId| {
+        let Some(app) = app.upgrade() else {
+            return;
+        };
+        let account = *account;
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let corr =
+                oms_core::command::CorrelationId::new(&format!("disconnect-{:x}", app.clock.now()))
+                    .ok();
+            let cmd = CancelAll {
+                account,
+                symbol: None,
+                side: None,
+                trigger: CancelAllTrigger::Disconnect,
+                ts: 0,
+                correlation_id: corr,
+            };
+            let reply = app
+                .pipeline
+                .submit(started, move |d| {
+                    d.work = Work::CancelAll(cmd);
+                    d.account = account;
+                    d.correlation_id = corr;
+                })
+                .await;
+            let (status, detail) = match &reply {
+                Reply::Json { status, body, .. } => {
+                    (*status, String::from_utf8_lossy(body).into_owned())
+                }
+                Reply::Error(e) => (e.status, e.code.to_owned()),
+            };
+            tracing::info!(%account, status, "cancel-on-disconnect: open orders canceled");
+            app.trading.audit.record(AuditRecord {
+                account: account.as_str().to_owned(),
+                role: "system".to_owned(),
+                action: "CANCEL_ON_DISCONNECT".to_owned(),
+                target: None,
+                correlation_id: corr.map(|c| c.as_str().to_owned()),
+                status,
+                code: None,
+                detail: Some(detail),
+            });
+        });
+    })
+}

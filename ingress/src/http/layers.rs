@@ -311,23 +311,27 @@ where
             return self.inner.call(req);
         }
         let now = self.app.clock.now() / 1_000_000_000;
-        let checked =
-            self.app
-                .auth
-                .principal(req.headers(), now)
-                .and_then(|p| match ctx.route.access {
-                    Access::Role(role) => p.require(role).map(|()| p),
-                    Access::Read if !p.roles.any() => Err(ApiError::forbidden(
-                        "the token carries no role (trader, admin or readonly)",
-                    )),
-                    _ => Ok(p),
-                });
+        let principal = self.app.auth.principal(req.headers(), now);
+        let checked = principal.clone().and_then(|p| match ctx.route.access {
+            Access::Role(role) => p.require(role).map(|()| p),
+            Access::Read if !p.roles.any() => Err(ApiError::forbidden(
+                "the token carries no role (trader, admin or readonly)",
+            )),
+            _ => Ok(p),
+        });
         match checked {
             Ok(p) => {
                 req.extensions_mut().insert(p);
                 self.inner.call(req)
             }
             Err(e) => {
+                // A known caller denied a state-changing route is audited (who tried what).
+                if e.status == 403
+                    && let Ok(p) = &principal
+                    && let Some(start) = venue::audit_start(&req, ctx.route.route, Some(p))
+                {
+                    venue::audit_finish(&self.app, start, &ctx, e.status, Some(e.code), None);
+                }
                 let r = error_response(&ctx.correlation_id, &e, None);
                 Box::pin(async move { Ok(r) })
             }

@@ -196,6 +196,11 @@ impl App {
         &self.trading
     }
 
+    /// What the WebSocket endpoint does when an opted-in session closes.
+    pub fn set_ws_on_close(&self, hook: crate::ws::OnClose) {
+        let _ = self.ws.on_close.set(hook);
+    }
+
     /// Refuses every later order submission (shutdown), so the ring drains.
     pub fn close_pipeline(&self) {
         self.pipeline.close();

@@ -69,8 +69,8 @@ pub struct AuditStart {
 }
 
 /// Called before dispatch: `Some` for state-changing requests (everything but GET/HEAD).
-/// Requests refused before they reach a handler (401, 403, 429, 413) are counted by the
-/// metrics and logged, but not audited: they changed nothing.
+/// A known caller refused for a missing role (403) is audited as denied by the auth layer;
+/// other refusals before a handler (401, 429, 413) are counted and logged, not audited.
 pub fn audit_start(req: &Req, route: Route, principal: Option<&Principal>) -> Option<AuditStart> {
     let method = req.method();
     if *method == Method::GET || *method == Method::HEAD || *method == Method::OPTIONS {

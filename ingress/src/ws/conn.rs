@@ -65,6 +65,8 @@ struct Conn {
     last_in: Instant,
     last_out: Instant,
     last_ping: Instant,
+    /// The client opted in to cancel-on-disconnect (in its `auth` op).
+    cancel_on_disconnect: bool,
 }
 
 /// Runs a connection until it ends; `account` came with the upgrade request (already
@@ -94,6 +96,7 @@ pub async fn run(ws: Arc<WsShared>, upgraded: Upgraded, account: Option<AccountI
         last_in: now,
         last_out: now,
         last_ping: now,
+        cancel_on_disconnect: false,
     };
     let end = c.serve(&mut socket, &mut rx, &shared).await;
     if let End::Close(code, reason) = end {
@@ -109,7 +112,9 @@ pub async fn run(ws: Arc<WsShared>, upgraded: Upgraded, account: Option<AccountI
         ws.metrics.subscribed(protocol::Channel::Heartbeat, -1);
     }
     ws.release(c.account.as_ref());
-    if let (Some(a), Some(hook)) = (c.account, ws.on_close.get()) {
+    if c.cancel_on_disconnect
+        && let (Some(a), Some(hook)) = (c.account, ws.on_close.get())
+    {
         hook(&a);
     }
 }
@@ -296,8 +301,13 @@ impl Conn {
         let req = id.map(str::to_owned);
         match op {
             Op::Ping => Ok(Some(protocol::ok_reply("pong", id, ""))),
-            Op::Auth { token, account } => {
+            Op::Auth {
+                token,
+                account,
+                cancel_on_disconnect,
+            } => {
                 let a = self.authenticate(token, account)?;
+                self.cancel_on_disconnect |= cancel_on_disconnect;
                 let mut extra = String::from("\"account\":");
                 oms_wire::push_json_str(&mut extra, a.as_str());
                 Ok(Some(protocol::ok_reply("auth", id, &extra)))

@@ -99,6 +99,9 @@ struct Inbound<'a> {
     token: Option<String>,
     #[serde(default)]
     account: Option<String>,
+    /// `auth` only: cancel the account's open orders when this connection closes.
+    #[serde(default, rename = "cancelOnDisconnect")]
+    cancel_on_disconnect: Option<bool>,
     #[serde(default)]
     args: Option<Vec<Arg>>,
     #[serde(default)]
@@ -131,6 +134,8 @@ pub enum Op {
     Auth {
         token: Option<String>,
         account: Option<String>,
+        /// Opt-in: the account's open orders are canceled when the connection closes.
+        cancel_on_disconnect: bool,
     },
     Subscribe(Vec<Topic>),
     Unsubscribe(Vec<Topic>),
@@ -210,7 +215,12 @@ pub fn parse(text: &str, table: &InstrumentTable) -> Request {
         "auth" => Ok(Op::Auth {
             token: msg.token,
             account: msg.account,
+            cancel_on_disconnect: msg.cancel_on_disconnect.unwrap_or(false),
         }),
+        _ if msg.cancel_on_disconnect.is_some() => Err(WsError::new(
+            "INVALID_PARAMETER",
+            "cancelOnDisconnect belongs to the auth op",
+        )),
         "ping" => Ok(Op::Ping),
         "subscribe" | "unsubscribe" | "resync" => {
             let mut args = msg.args.unwrap_or_default();
