@@ -29,6 +29,11 @@ const SOURCE_HASH: &str = include_str!("../../../web/dist/SOURCE_HASH");
 const CSP: &str = "default-src 'self'; connect-src 'self' ws: wss:; img-src 'self' data:; \
                    style-src 'self' 'unsafe-inline'; frame-ancestors 'none'; base-uri 'none'";
 
+/// Whether `path` is one of the dashboard's files (any method).
+pub fn is_asset(path: &str) -> bool {
+    find(path).is_some()
+}
+
 fn find(path: &str) -> Option<&'static Asset> {
     let path = if path == "/" { "/index.html" } else { path };
     FILES.iter().find(|f| f.0 == path)

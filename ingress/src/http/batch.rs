@@ -44,8 +44,25 @@ struct CancelItem {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct CancelBatch {
-    orders: Vec<CancelItem>,
+struct CancelBatch<'a> {
+    #[serde(borrow)]
+    orders: Vec<&'a RawValue>,
+}
+
+/// Every item must at least be a JSON object (the documented shape); what is inside is
+/// checked per item. Anything else makes the whole request malformed.
+fn all_objects(items: &[&RawValue]) -> Result<(), ApiError> {
+    match items
+        .iter()
+        .position(|r| !r.get().trim_start().starts_with('{'))
+    {
+        None => Ok(()),
+        Some(i) => Err(ApiError::bad_request(
+            "INVALID_JSON",
+            format!("orders[{i}] must be a JSON object"),
+        )
+        .field("orders")),
+    }
 }
 
 /// One item's outcome: the status and the body the single route would have sent.
@@ -156,6 +173,7 @@ pub async fn place(app: &Arc<App>, req: Req, ctx: &Ctx, account: AccountId) -> O
         .map_err(|e| (e, None))?;
     let b: PlaceBatch<'_> = serde_json::from_slice(&body).map_err(|e| (json_error(&e), None))?;
     check_size(app, b.orders.len()).map_err(|e| (e, None))?;
+    all_objects(&b.orders).map_err(|e| (e, None))?;
     let mut items: Vec<Option<Item>> = Vec::with_capacity(b.orders.len());
     let mut queued = Vec::with_capacity(b.orders.len());
     for (i, raw) in b.orders.iter().enumerate() {
@@ -210,14 +228,20 @@ pub async fn cancel(app: &Arc<App>, req: Req, ctx: &Ctx, account: AccountId) -> 
     let body = read_body(req.into_body(), app.max_body)
         .await
         .map_err(|e| (e, None))?;
-    let b: CancelBatch = serde_json::from_slice(&body).map_err(|e| (json_error(&e), None))?;
+    let b: CancelBatch<'_> = serde_json::from_slice(&body).map_err(|e| (json_error(&e), None))?;
     check_size(app, b.orders.len()).map_err(|e| (e, None))?;
+    all_objects(&b.orders).map_err(|e| (e, None))?;
+    let items: Vec<CancelItem> = b
+        .orders
+        .iter()
+        .map(|r| serde_json::from_str(r.get()))
+        .collect::<Result<_, _>>()
+        .map_err(|e| (json_error(&e), None))?;
     enum Target {
         Id(OrderId),
         Client(ClientOrderId),
     }
-    let targets: Vec<Result<Target, ApiError>> = b
-        .orders
+    let targets: Vec<Result<Target, ApiError>> = items
         .iter()
         .map(|it| match (&it.order_id, &it.client_order_id) {
             (Some(id), None) => id.parse::<OrderId>().map(Target::Id).map_err(|_| {

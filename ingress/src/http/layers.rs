@@ -146,11 +146,15 @@ where
         let http1 = req.version() < http::Version::HTTP_2;
         let app = Arc::clone(&self.app);
         let conn = Arc::clone(&self.conn);
-        let routed = self
-            .app
-            .router
-            .route(&method, uri.path())
-            .and_then(|r| venue::check_headers(req.headers()).map(|()| r));
+        let routed = if assets::is_asset(uri.path()) {
+            // A dashboard file asked with another method than GET/HEAD.
+            Err(ApiError::method_not_allowed("GET, HEAD"))
+        } else {
+            self.app
+                .router
+                .route(&method, uri.path())
+                .and_then(|r| venue::check_headers(req.headers()).map(|()| r))
+        };
         match routed {
             Ok(route) => {
                 req.extensions_mut().insert(Ctx {
