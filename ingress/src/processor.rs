@@ -65,6 +65,9 @@ struct Snaps {
     carried: u64,
     last_at: Instant,
     places: Vec<PlaceOrder>,
+    /// Answered when the last periodic snapshot is on disk (a stop waits for it, so a stop
+    /// right after one started does not cut its write short).
+    in_flight: Option<Receiver<()>>,
 }
 
 impl Snaps {
@@ -102,6 +105,11 @@ impl Snaps {
 
     /// Encodes the engine and hands it to the snapshot thread.
     fn take(&mut self, engine: &Engine, done: Option<Sender<()>>) {
+        let done = done.or_else(|| {
+            let (tx, rx) = crossbeam_channel::bounded(1);
+            self.in_flight = Some(rx);
+            Some(tx)
+        });
         self.catch_up();
         // Positions are sent before their commands, so this only fails if the log stopped
         // reporting them: then no checkpoint matches the state and no snapshot is written.
@@ -252,6 +260,7 @@ pub fn run(
             last_applied: 0,
             last_at: Instant::now(),
             places: Vec::with_capacity(1024),
+            in_flight: None,
         }),
     };
     let tick = Duration::from_millis(100);
@@ -275,12 +284,15 @@ pub fn run(
                     apply_batch(&mut engine, batch, &mut ctx);
                 }
                 let done = req.ok();
-                if let Some(sn) = ctx.snaps.as_mut()
-                    && sn.fresh() > 0
-                {
-                    let (tx, rx) = crossbeam_channel::bounded(1);
-                    sn.take(&engine, Some(tx));
-                    let _ = rx.recv_timeout(Duration::from_secs(30));
+                if let Some(sn) = ctx.snaps.as_mut() {
+                    if sn.fresh() > 0 {
+                        let (tx, rx) = crossbeam_channel::bounded(1);
+                        sn.take(&engine, Some(tx));
+                        let _ = rx.recv_timeout(Duration::from_secs(30));
+                    } else if let Some(rx) = sn.in_flight.take() {
+                        // Nothing new since the last snapshot: let its write finish.
+                        let _ = rx.recv_timeout(Duration::from_secs(30));
+                    }
                 }
                 if let Some(d) = done {
                     let _ = d.send(());
