@@ -273,20 +273,30 @@ fn kafka_metrics(name: &str, stats: Arc<oms_kafka::KafkaStats>) -> Vec<MetricSou
 }
 
 /// Counters of the Redis idempotency store (all 0 until it first connects).
+/// The Redis metrics of every connection oms holds (the idempotency stage's and the
+/// completion thread's): counters and the write-back queue are summed; `connected` is 1 only
+/// while all of them answer.
 fn redis_metrics(
-    stats: &Arc<std::sync::OnceLock<Arc<oms_redis::RedisStats>>>,
+    stats: &[Arc<std::sync::OnceLock<Arc<oms_redis::RedisStats>>>],
 ) -> Vec<MetricSource> {
     let read = |f: fn(&oms_redis::RedisStats) -> u64| {
-        let stats = Arc::clone(stats);
-        move || stats.get().map_or(0, |s| f(s))
+        let stats: Vec<_> = stats.to_vec();
+        move || {
+            stats
+                .iter()
+                .map(|s| s.get().map_or(0, |s| f(s)))
+                .sum::<u64>()
+        }
     };
+    let all = stats.to_vec();
     vec![
         MetricSource::gauge(
             "oms_redis_connected",
-            "1 while Redis answers the health probe (PING every 500 ms), else 0",
-            {
-                let r = read(|s| u64::from(s.connected.load(Ordering::Relaxed)));
-                move || r() as f64
+            "1 while Redis answers the health probe (PING every 500 ms) on every connection, else 0",
+            move || {
+                f64::from(u8::from(all.iter().all(|s| {
+                    s.get().is_some_and(|s| s.connected.load(Ordering::Relaxed))
+                })))
             },
         ),
         MetricSource::counter(
@@ -435,10 +445,15 @@ pub fn build(
         match args.redis_url.as_deref() {
             Some(url) if !url.trim().is_empty() => {
                 let lazy = LazyRedis::start(RedisConfig::new(url));
-                let stats = Arc::clone(&lazy.stats);
-                metric_sources.extend(redis_metrics(&stats));
+                // A second connection for the completion thread (writes final answers as they
+                // arrive, with its own write-back queue while Redis is away).
+                let completer = LazyRedis::start(RedisConfig::new(url));
+                metric_sources.extend(redis_metrics(&[
+                    Arc::clone(&lazy.stats),
+                    Arc::clone(&completer.stats),
+                ]));
                 tracing::info!(url, "shared idempotency on Redis");
-                shared_completion = Some(Box::new(LazyRedis::start(RedisConfig::new(url))));
+                shared_completion = Some(Box::new(completer));
                 Some(Box::new(lazy))
             }
             _ => None,

@@ -57,7 +57,8 @@ pub struct ConnState {
     in_flight: AtomicU32,
     /// HTTP/1: the current request's body has been read to its end.
     pub(crate) body_done: AtomicBool,
-    /// Wakes the watchdog: a head started, or the connection is evicted.
+    /// Wakes the watchdog when the connection is evicted (nothing else does: see
+    /// [`supervise`]).
     wake: Notify,
     closing: AtomicBool,
 }
@@ -91,21 +92,17 @@ impl ConnState {
     /// The service answered.
     pub fn request_finished(&self) {
         self.idle_since_ms.store(self.now_ms(), Ordering::Release);
-        if self.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
-            // The watchdog may be asleep until an older deadline (or none, while the
-            // request was served): the idle timeout starts now.
-            self.wake.notify_one();
-        }
+        self.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
 
     fn on_read(&self) {
-        if self.in_flight.load(Ordering::Acquire) == 0
-            && self
-                .head_since_ms
-                .compare_exchange(NONE, self.now_ms(), Ordering::AcqRel, Ordering::Acquire)
-                .is_ok()
-        {
-            self.wake.notify_one();
+        if self.in_flight.load(Ordering::Acquire) == 0 {
+            let _ = self.head_since_ms.compare_exchange(
+                NONE,
+                self.now_ms(),
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            );
         }
     }
 
@@ -246,13 +243,21 @@ impl Registry {
 
 /// Serves `conn` (a hyper connection future) until it ends, the watchdog's deadline passes,
 /// or the connection is evicted. Dropping the future closes the socket.
+///
+/// The watchdog is lazy: requests and reads only update atomics, they never wake it (that
+/// would cost two task wake-ups and two timer registrations per request). It sleeps until the
+/// current deadline but never longer than the shorter of the two timeouts, and recomputes on
+/// waking; a deadline that moved earlier meanwhile (a head started, a request finished) is
+/// always at least that far in the future, so no cut is ever late.
 pub async fn supervise(
     mut conn: Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>>,
     state: &ConnState,
     limits: &ConnLimits,
 ) {
+    let recheck = limits.header_read_timeout.min(limits.idle_timeout);
     loop {
-        let deadline = state.deadline(limits);
+        let horizon = Instant::now() + recheck;
+        let wake_at = state.deadline(limits).map_or(horizon, |d| d.min(horizon));
         tokio::select! {
             _ = &mut conn => return,
             _ = state.wake.notified() => {
@@ -260,14 +265,12 @@ pub async fn supervise(
                     return;
                 }
             }
-            _ = async {
-                match deadline {
-                    Some(d) => tokio::time::sleep_until(d).await,
-                    None => std::future::pending().await,
-                }
-            } => {
-                if let Some(d) = state.deadline(limits)
-                    && d <= Instant::now()
+            _ = tokio::time::sleep_until(wake_at) => {
+                let evicted = state.closing.load(Ordering::Acquire) && state.idle_for().is_some();
+                if evicted
+                    || state
+                        .deadline(limits)
+                        .is_some_and(|d| d <= Instant::now())
                 {
                     return;
                 }
