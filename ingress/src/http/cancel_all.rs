@@ -154,6 +154,51 @@ pub async fn cancel_all_after(app: &Arc<App>, req: Req, _ctx: &Ctx, account: Acc
     Ok(Answer::json(200, s))
 }
 
+/// The system (not a request) cancels every open order of `account`: one logged cancel-all
+/// with `trigger`, audited as `action` with role `system`. Returns the HTTP-like status of
+/// the outcome (≥ 500: not logged).
+async fn system_cancel_all(
+    app: &App,
+    account: AccountId,
+    trigger: CancelAllTrigger,
+    tag: &str,
+    action: &str,
+) -> u16 {
+    let started = Instant::now();
+    let corr = oms_core::command::CorrelationId::new(&format!("{tag}-{:x}", app.clock.now())).ok();
+    let cmd = CancelAll {
+        account,
+        symbol: None,
+        side: None,
+        trigger,
+        ts: 0,
+        correlation_id: corr,
+    };
+    let reply = app
+        .pipeline
+        .submit(started, move |d| {
+            d.work = Work::CancelAll(cmd);
+            d.account = account;
+            d.correlation_id = corr;
+        })
+        .await;
+    let (status, detail) = match &reply {
+        Reply::Json { status, body, .. } => (*status, String::from_utf8_lossy(body).into_owned()),
+        Reply::Error(e) => (e.status, e.code.to_owned()),
+    };
+    app.trading.audit.record(AuditRecord {
+        account: account.as_str().to_owned(),
+        role: "system".to_owned(),
+        action: action.to_owned(),
+        target: None,
+        correlation_id: corr.map(|c| c.as_str().to_owned()),
+        status,
+        code: None,
+        detail: Some(detail),
+    });
+    status
+}
+
 /// The timer task: cancels every open order of an account whose switch expired (one logged
 /// command each) and audits it. A cancel-all the log refused is retried on the next tick.
 pub async fn run_timer(app: Arc<App>, mut stop: tokio::sync::watch::Receiver<bool>) {
@@ -163,32 +208,14 @@ pub async fn run_timer(app: Arc<App>, mut stop: tokio::sync::watch::Receiver<boo
             _ = stop.changed() => return,
         }
         for account in app.trading.deadman.take_expired(Instant::now()) {
-            let started = Instant::now();
-            let corr =
-                oms_core::command::CorrelationId::new(&format!("deadman-{:x}", app.clock.now()))
-                    .ok();
-            let cmd = CancelAll {
+            let status = system_cancel_all(
+                &app,
                 account,
-                symbol: None,
-                side: None,
-                trigger: CancelAllTrigger::DeadMansSwitch,
-                ts: 0,
-                correlation_id: corr,
-            };
-            let reply = app
-                .pipeline
-                .submit(started, move |d| {
-                    d.work = Work::CancelAll(cmd);
-                    d.account = account;
-                    d.correlation_id = corr;
-                })
-                .await;
-            let (status, detail) = match &reply {
-                Reply::Json { status, body, .. } => {
-                    (*status, String::from_utf8_lossy(body).into_owned())
-                }
-                Reply::Error(e) => (e.status, e.code.to_owned()),
-            };
+                CancelAllTrigger::DeadMansSwitch,
+                "deadman",
+                "CANCEL_ALL_AFTER_EXPIRED",
+            )
+            .await;
             if status >= 500 {
                 // Not logged: try again on the next tick.
                 app.trading.deadman.set(account, MIN_TIMEOUT_MS);
@@ -196,16 +223,6 @@ pub async fn run_timer(app: Arc<App>, mut stop: tokio::sync::watch::Receiver<boo
             } else {
                 tracing::info!(%account, "dead-man's switch expired: open orders canceled");
             }
-            app.trading.audit.record(AuditRecord {
-                account: account.as_str().to_owned(),
-                role: "system".to_owned(),
-                action: "CANCEL_ALL_AFTER_EXPIRED".to_owned(),
-                target: None,
-                correlation_id: corr.map(|c| c.as_str().to_owned()),
-                status,
-                code: None,
-                detail: Some(detail),
-            });
         }
     }
 }
@@ -220,43 +237,15 @@ pub fn on_disconnect(app: std::sync::Weak<App>) -> crate::ws::OnClose {
         };
         let account = *account;
         tokio::spawn(async move {
-            let started = Instant::now();
-            let corr =
-                oms_core::command::CorrelationId::new(&format!("disconnect-{:x}", app.clock.now()))
-                    .ok();
-            let cmd = CancelAll {
+            let status = system_cancel_all(
+                &app,
                 account,
-                symbol: None,
-                side: None,
-                trigger: CancelAllTrigger::Disconnect,
-                ts: 0,
-                correlation_id: corr,
-            };
-            let reply = app
-                .pipeline
-                .submit(started, move |d| {
-                    d.work = Work::CancelAll(cmd);
-                    d.account = account;
-                    d.correlation_id = corr;
-                })
-                .await;
-            let (status, detail) = match &reply {
-                Reply::Json { status, body, .. } => {
-                    (*status, String::from_utf8_lossy(body).into_owned())
-                }
-                Reply::Error(e) => (e.status, e.code.to_owned()),
-            };
+                CancelAllTrigger::Disconnect,
+                "disconnect",
+                "CANCEL_ON_DISCONNECT",
+            )
+            .await;
             tracing::info!(%account, status, "cancel-on-disconnect: open orders canceled");
-            app.trading.audit.record(AuditRecord {
-                account: account.as_str().to_owned(),
-                role: "system".to_owned(),
-                action: "CANCEL_ON_DISCONNECT".to_owned(),
-                target: None,
-                correlation_id: corr.map(|c| c.as_str().to_owned()),
-                status,
-                code: None,
-                detail: Some(detail),
-            });
         });
     })
 }
