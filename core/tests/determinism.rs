@@ -32,11 +32,11 @@ impl Rng {
     }
 }
 
-fn account(i: usize) -> AccountId {
+pub(crate) fn account(i: usize) -> AccountId {
     AccountId::new(&format!("acct-{i:02}")).unwrap()
 }
 
-fn config() -> EngineConfig {
+pub(crate) fn config() -> EngineConfig {
     EngineConfig {
         risk: RiskConfig {
             dev_default_equity: Some(Money::parse("250000").unwrap()),
@@ -64,7 +64,7 @@ fn params(t: &InstrumentTable, s: SymbolId) -> (i64, i64, (i64, i64)) {
     (r, step, q)
 }
 
-fn generate(t: &InstrumentTable, seed: u64, n: usize) -> Vec<Command> {
+pub(crate) fn generate(t: &InstrumentTable, seed: u64, n: usize) -> Vec<Command> {
     let mut rng = Rng(seed);
     let mut ids = Uuid7Gen::new(seed);
     let mut ts: u64 = 1_700_000_000_000_000_000;
@@ -476,7 +476,11 @@ fn recorded_risk_decisions_replay_to_the_same_state() {
 }
 
 /// What the ingress risk stage records for an amend (mirrors the processor's own checks).
-fn decide_amend(r: &mut RiskEngine, a: &AmendOrder, t: &InstrumentTable) -> RiskDecision {
+pub(crate) fn decide_amend(
+    r: &mut RiskEngine,
+    a: &AmendOrder,
+    t: &InstrumentTable,
+) -> RiskDecision {
     let Some(o) = r.open_order(a.order_id).filter(|o| o.account == a.account) else {
         return RiskDecision::Rejected(oms_core::RejectCode::OrderNotOpen);
     };

@@ -399,12 +399,24 @@ fn reseal(mut data: Vec<u8>) -> Vec<u8> {
     data
 }
 
-/// The same image in layout 1: no eviction queue and no untaken evictions at the end.
+/// The same image in layout 1: one exec/trade counter for all symbols (layout 3 has one pair
+/// per symbol; these engines never traded, so every counter is still 1), no eviction queue
+/// and no untaken evictions at the end.
 fn as_version_1(image: &[u8], queued: usize) -> Vec<u8> {
     let tail = 8 + 16 * queued + 8 + 4;
-    let mut data = image[..image.len() - tail].to_vec();
-    data[8..10].copy_from_slice(&1u16.to_le_bytes());
-    reseal(data)
+    let data = &image[..image.len() - tail];
+    // Header (magic, version), symbol count, symbol names (u16 length + bytes).
+    let n = u16::from_le_bytes([data[10], data[11]]) as usize;
+    let mut at = 12;
+    for _ in 0..n {
+        at += 2 + u16::from_le_bytes([data[at], data[at + 1]]) as usize;
+    }
+    let mut v1 = data[..at].to_vec();
+    v1[8..10].copy_from_slice(&1u16.to_le_bytes());
+    v1.extend_from_slice(&1u64.to_le_bytes());
+    v1.extend_from_slice(&1u64.to_le_bytes());
+    v1.extend_from_slice(&data[at + 16 * n..]);
+    reseal(v1)
 }
 
 #[test]
@@ -437,9 +449,9 @@ fn a_queue_that_names_an_open_order_or_a_newer_layout_is_refused() {
         SnapshotError::Invalid("eviction queue entry")
     );
     let mut newer = image[..image.len() - 4].to_vec();
-    newer[8..10].copy_from_slice(&3u16.to_le_bytes());
+    newer[8..10].copy_from_slice(&4u16.to_le_bytes());
     assert_eq!(
         Engine::restore(InstrumentTable::demo(), config(10), &reseal(newer)).unwrap_err(),
-        SnapshotError::Version(3)
+        SnapshotError::Version(4)
     );
 }

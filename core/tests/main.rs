@@ -12,6 +12,7 @@ mod matching_props;
 mod matching_reference;
 mod matching_scenarios;
 mod number_props;
+mod partitions;
 mod risk_checks;
 mod risk_props;
 mod risk_settlement;

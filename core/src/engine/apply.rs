@@ -15,7 +15,7 @@ use crate::book::{Incoming, MatchEvent};
 use crate::codes::RejectCode;
 use crate::command::{AmendOrder, CancelAll, CancelOrder, CorrelationId, PlaceOrder, RiskDecision};
 use crate::event::{Event, ExecutionReport, Liquidity, RiskEvent, Trade};
-use crate::ids::{AccountId, OrderId};
+use crate::ids::{AccountId, OrderId, SymbolId};
 use crate::num::{Price, Qty};
 use crate::order::{Order, OrderStatus, OrderType};
 
@@ -178,12 +178,25 @@ impl Engine {
     /// Cancels every matching open order of the account, oldest first, at this point of the
     /// log. Orders that are not open are skipped; nothing is rejected.
     pub(super) fn cancel_all(&mut self, c: &CancelAll, out: &mut Vec<Event>) {
+        self.cancel_all_where(c, &|_| true, out);
+    }
+
+    /// [`Engine::cancel_all`] restricted to the orders of `symbols`.
+    pub(super) fn cancel_all_where(
+        &mut self,
+        c: &CancelAll,
+        symbols: &dyn Fn(SymbolId) -> bool,
+        out: &mut Vec<Event>,
+    ) {
         let ids = self.open_orders_of(&c.account, c.symbol, c.side);
         let mut events = std::mem::take(&mut self.scratch);
         for id in ids {
             let Some(symbol) = self.orders.get(&id).map(|o| o.symbol) else {
                 continue;
             };
+            if !symbols(symbol) {
+                continue;
+            }
             events.clear();
             if self.books[symbol.0 as usize]
                 .cancel(id, &mut events)
@@ -277,8 +290,15 @@ impl Engine {
                     taker_leaves,
                     ..
                 } => {
-                    let trade_id = self.next_trade_id;
-                    self.next_trade_id += 1;
+                    let Some(sym) = self
+                        .orders
+                        .get(&maker_order_id)
+                        .map(|o| o.symbol.0 as usize)
+                    else {
+                        continue;
+                    };
+                    let trade_id = self.next_trade_id[sym];
+                    self.next_trade_id[sym] += 1;
                     self.fill(
                         maker_order_id,
                         price,
@@ -384,8 +404,8 @@ impl Engine {
         }
         debug_assert_eq!(order.leaves_quantity(), leaves, "book and order disagree");
         let ins = self.instruments.get(order.symbol);
-        let exec_id = self.next_exec_id;
-        self.next_exec_id += 1;
+        let exec_id = self.next_exec_id[order.symbol.0 as usize];
+        self.next_exec_id[order.symbol.0 as usize] += 1;
         out.push(Event::Execution(ExecutionReport {
             exec_id,
             trade_id,

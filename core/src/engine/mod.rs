@@ -80,8 +80,10 @@ pub struct Engine {
     /// Per symbol, oldest first.
     trades: Vec<VecDeque<Trade>>,
     candles: CandleStore,
-    next_exec_id: u64,
-    next_trade_id: u64,
+    /// Per symbol: ids depend only on that symbol's own commands, so a node that applies the
+    /// partitions of the log in another interleaving issues the same ids (cluster mode).
+    next_exec_id: Vec<u64>,
+    next_trade_id: Vec<u64>,
     /// Reused buffers (no allocation per command for them).
     scratch: Vec<MatchEvent>,
     candle_scratch: Vec<Candle>,
@@ -101,8 +103,8 @@ impl Engine {
             evicted: Vec::new(),
             trades: vec![VecDeque::new(); n],
             candles: CandleStore::new(n, DEFAULT_CANDLES_KEPT),
-            next_exec_id: 1,
-            next_trade_id: 1,
+            next_exec_id: vec![1; n],
+            next_trade_id: vec![1; n],
             scratch: Vec::with_capacity(64),
             candle_scratch: Vec::with_capacity(CandleInterval::ALL.len()),
             instruments,
@@ -270,6 +272,33 @@ impl Engine {
         let mut body = Vec::with_capacity(1 << 16);
         self.encode_state(&mut body);
         snapshot::fnv1a64(&body)
+    }
+
+    /// A stable hash of the books of `symbols` (see `encode_symbols`): equal on every node
+    /// that applied the same commands of those symbols, in any interleaving with the rest.
+    pub fn symbols_state_hash(&self, symbols: &dyn Fn(SymbolId) -> bool) -> u64 {
+        let mut body = Vec::with_capacity(1 << 12);
+        self.encode_symbols(symbols, &mut body);
+        snapshot::fnv1a64(&body)
+    }
+
+    /// Applies `cmd` as one partition's copy of it: a cancel-all of every symbol (written to
+    /// every partition of a partitioned log) cancels only the orders of `symbols` here, so
+    /// each partition's books depend on that partition's commands alone. Anything else is
+    /// [`Engine::apply`].
+    pub fn apply_partition(
+        &mut self,
+        cmd: &Command,
+        symbols: &dyn Fn(SymbolId) -> bool,
+        out: &mut Vec<Event>,
+    ) {
+        match cmd {
+            Command::CancelAll(c) if c.symbol.is_none() => {
+                self.cancel_all_where(c, symbols, out);
+                self.evict_excess();
+            }
+            _ => self.apply(cmd, out),
+        }
     }
 
     /// A versioned, checksummed binary image of the whole state.

@@ -26,7 +26,7 @@ use super::Engine;
 
 const MAGIC: &[u8; 8] = b"OMSSNAP\0";
 /// Current snapshot layout version.
-pub const SNAPSHOT_VERSION: u16 = 2;
+pub const SNAPSHOT_VERSION: u16 = 3;
 /// The oldest layout [`Engine::restore`] still reads.
 const OLDEST_VERSION: u16 = 1;
 
@@ -347,8 +347,10 @@ impl Engine {
         for ins in self.instruments.iter() {
             w.bytes(ins.symbol.as_bytes());
         }
-        w.u64(self.next_exec_id);
-        w.u64(self.next_trade_id);
+        for (exec, trade) in self.next_exec_id.iter().zip(&self.next_trade_id) {
+            w.u64(*exec);
+            w.u64(*trade);
+        }
 
         // Risk: flags, marks, accounts by id, reservations by order id.
         let r = &self.risk;
@@ -440,6 +442,50 @@ impl Engine {
         }
     }
 
+    /// The state of the books of `symbols` only: counters, resting orders in priority order,
+    /// every open order of those symbols, recent trades and candles. Two engines that applied
+    /// the same commands of those symbols, whatever else they applied and in whatever
+    /// interleaving with other symbols, encode the same bytes (cluster mode compares the
+    /// partitions of its replicas with this).
+    pub(super) fn encode_symbols(&self, symbols: &dyn Fn(SymbolId) -> bool, out: &mut Vec<u8>) {
+        let mut w = W(out);
+        for (i, ins) in self.instruments.iter().enumerate() {
+            if !symbols(SymbolId(i as u16)) {
+                continue;
+            }
+            w.bytes(ins.symbol.as_bytes());
+            w.u64(self.next_exec_id[i]);
+            w.u64(self.next_trade_id[i]);
+            let book = &self.books[i];
+            w.u64(book.len() as u64);
+            for ro in book.resting_orders() {
+                w.u128(ro.order_id.0);
+                w.bytes(ro.account.as_str().as_bytes());
+                w.side(ro.side);
+                w.i64(ro.price.0);
+                w.i64(ro.leaves.0);
+                w.u8(u8::from(ro.post_only));
+                if let Some(o) = self.orders.get(&ro.order_id) {
+                    w.order(o);
+                }
+            }
+            w.u64(self.trades[i].len() as u64);
+            for tr in &self.trades[i] {
+                w.trade(tr);
+            }
+            for c in self.candles.all().filter(|c| c.symbol.0 as usize == i) {
+                w.u8(c.interval as u8);
+                w.u64(c.open_time);
+                w.i64(c.open.0);
+                w.i64(c.high.0);
+                w.i64(c.low.0);
+                w.i64(c.close.0);
+                w.i64(c.volume.0);
+                w.u32(c.trades);
+            }
+        }
+    }
+
     /// Fills a freshly built engine from a snapshot body of layout `version`.
     pub(super) fn decode_state(&mut self, version: u16, body: &[u8]) -> Result<(), SnapshotError> {
         let mut r = R { buf: body, pos: 0 };
@@ -452,8 +498,18 @@ impl Engine {
                 return Err(SnapshotError::InstrumentMismatch);
             }
         }
-        self.next_exec_id = r.u64()?;
-        self.next_trade_id = r.u64()?;
+        if version >= 3 {
+            for i in 0..n {
+                self.next_exec_id[i] = r.u64()?;
+                self.next_trade_id[i] = r.u64()?;
+            }
+        } else {
+            // Layouts 1–2 kept one counter for all symbols: every symbol continues above it,
+            // so no id is ever issued twice.
+            let (exec, trade) = (r.u64()?, r.u64()?);
+            self.next_exec_id.fill(exec);
+            self.next_trade_id.fill(trade);
+        }
 
         let risk = &mut self.risk;
         risk.global_halt = r.bool()?;

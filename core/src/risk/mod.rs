@@ -11,7 +11,10 @@
 //! a fill of `q` releases `reserved × q / leaves` (integer), the end of the order releases
 //! the rest, so an account with no open orders has exactly zero reserved margin.
 
+mod image;
 mod position;
+
+pub use image::RiskImage;
 
 use ahash::AHashMap;
 
