@@ -13,6 +13,7 @@ pub mod audit;
 pub mod auth;
 pub mod backends;
 pub mod clock;
+pub mod cluster;
 pub mod config;
 pub mod http;
 pub mod metrics;

@@ -54,6 +54,7 @@ pub enum Route {
     GetByClientId,
     CancelByClientId,
     Audit,
+    Cluster,
     Health,
     Ready,
     Metrics,
@@ -62,7 +63,7 @@ pub enum Route {
 }
 
 impl Route {
-    pub const ALL: [Route; 24] = [
+    pub const ALL: [Route; 25] = [
         Route::PlaceOrder,
         Route::GetOrder,
         Route::ListOrders,
@@ -82,6 +83,7 @@ impl Route {
         Route::GetByClientId,
         Route::CancelByClientId,
         Route::Audit,
+        Route::Cluster,
         Route::Health,
         Route::Ready,
         Route::Metrics,
@@ -110,6 +112,7 @@ impl Route {
             Route::GetByClientId => "GET /api/orders/by-client-id/{clientOrderId}",
             Route::CancelByClientId => "DELETE /api/orders/by-client-id/{clientOrderId}",
             Route::Audit => "GET /api/admin/audit",
+            Route::Cluster => "GET /api/cluster",
             Route::Health => "GET /health",
             Route::Ready => "GET /ready",
             Route::Metrics => "GET /metrics",

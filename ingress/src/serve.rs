@@ -202,6 +202,11 @@ pub async fn run(
     engine.reserve(args.reserve_orders);
     idem.reserve(args.reserve_orders);
     let r1 = engine.risk().clone();
+    let cluster = if args.cluster {
+        Some(ClusterSetup::new(&args, restored.checkpoint.clone())?)
+    } else {
+        None
+    };
     let (stop_processor_tx, stop_processor_rx) = crossbeam_channel::bounded(1);
     let mut control = processor::Control {
         snapshots: None,
@@ -243,6 +248,9 @@ pub async fn run(
     }
 
     let (mut idem_tx, idem_rx) = crossbeam_channel::unbounded();
+    // Straight to the idempotency stage (not through the shared-store completer): cluster
+    // mode's answers of other nodes' places, which those nodes stored themselves.
+    let idem_local_tx = idem_tx.clone();
     let completer = match backends.shared_completion.take() {
         Some(store) => {
             let (relay_tx, relay_rx) = crossbeam_channel::unbounded();
@@ -268,30 +276,89 @@ pub async fn run(
         Arc::new(SystemClock),
         &metrics,
     )?;
-    backends.sinks.push(Box::new(ws_sink));
+    let ws_sink: Box<dyn oms_core::ports::EventSink> = Box::new(ws_sink);
+    let (sinks, leader_sinks) = if cluster.is_some() {
+        // Every node streams every event over WebSocket; only a partition's leader writes
+        // its events to Kafka and MongoDB.
+        (vec![ws_sink], std::mem::take(&mut backends.sinks))
+    } else {
+        backends.sinks.push(ws_sink);
+        (std::mem::take(&mut backends.sinks), Vec::new())
+    };
 
     let pins = pin_plan(&args);
     let processor_pin = pins.get(4).copied().flatten();
+    let mut cluster_run = None;
     {
         let metrics = Arc::clone(&metrics);
         let feedback_tx = feedback_tx.clone();
-        let sinks = std::mem::take(&mut backends.sinks);
+        let replica_plan = match &cluster {
+            Some(c) => {
+                let (records_tx, records_rx) = crossbeam_channel::bounded(64);
+                let (takeover_tx, takeover_rx) = crossbeam_channel::unbounded();
+                let replica = crate::cluster::replica::Replica::start(
+                    &c.kafka,
+                    c.start.clone(),
+                    records_tx,
+                )?;
+                let membership = crate::cluster::member::Membership::start(
+                    &c.kafka,
+                    Arc::clone(&c.cluster),
+                    takeover_tx,
+                )?;
+                cluster_run = Some((membership, replica));
+                Some(processor::replica::ReplicaPlan {
+                    records: records_rx,
+                    takeovers: takeover_rx,
+                    cluster: Arc::clone(&c.cluster),
+                    idem: idem_local_tx,
+                    leader_sinks,
+                    table: Arc::clone(&table),
+                    start: c.start.clone(),
+                })
+            }
+            None => None,
+        };
         std::thread::Builder::new()
             .name("oms-processor".into())
             .spawn(move || {
                 if let Some(c) = processor_pin {
                     core_affinity::set_for_current(core_affinity::CoreId { id: c });
                 }
-                processor::run(
-                    engine,
-                    processor_rx,
-                    query_rx,
-                    feedback_tx,
-                    sinks,
-                    metrics,
-                    control,
-                );
+                match replica_plan {
+                    Some(plan) => processor::replica::run(
+                        engine,
+                        processor_rx,
+                        query_rx,
+                        feedback_tx,
+                        sinks,
+                        metrics,
+                        control.stop,
+                        control.archive,
+                        plan,
+                    ),
+                    None => processor::run(
+                        engine,
+                        processor_rx,
+                        query_rx,
+                        feedback_tx,
+                        sinks,
+                        metrics,
+                        control,
+                    ),
+                }
             })?;
+    }
+    if let Some(c) = &cluster {
+        let cl = Arc::clone(&c.cluster);
+        backends.ready_checks.push(Box::new(move || {
+            let owned = cl.owned();
+            (
+                "cluster",
+                cl.is_ready(),
+                format!("node {} leads partitions {owned:?}", cl.node),
+            )
+        }));
     }
 
     let publish = PublishStage::new(
@@ -323,7 +390,7 @@ pub async fn run(
                 idem,
                 backends.shared_idempotency.take(),
                 idem_rx,
-                args.node_id,
+                args.node_seed(),
                 args.max_batch,
                 Arc::clone(&metrics),
             ),
@@ -344,7 +411,7 @@ pub async fn run(
         max_body: args.max_body_bytes,
         request_timeout: Duration::from_millis(args.request_timeout_ms),
         ready_checks: std::mem::take(&mut backends.ready_checks),
-        node_id: args.node_id,
+        node_id: args.node_seed(),
         default_equity,
         order_store,
         archive: Some(archiver.clone()),
@@ -360,6 +427,12 @@ pub async fn run(
             max_batch_items: args.max_batch_orders as usize,
         },
         ws,
+        forwarder: cluster.as_ref().map(|c| {
+            http::forward::Forwarder::new(
+                Arc::clone(&c.cluster),
+                Duration::from_millis(args.request_timeout_ms),
+            )
+        }),
     }));
 
     let listener = TcpListener::bind(args.bind)
@@ -396,6 +469,15 @@ pub async fn run(
         "shutting down: readiness off, draining"
     );
     app.set_ready(false);
+    let replica = match cluster_run.take() {
+        Some((membership, replica)) => {
+            // Hand the led partitions to the other nodes now (the revoke waits for the
+            // requests already admitted), not after the session timeout.
+            let _ = tokio::task::spawn_blocking(move || membership.stop()).await;
+            Some(replica)
+        }
+        None => None,
+    };
     tokio::time::sleep(Duration::from_millis(args.shutdown_drain_ms)).await;
     let _ = stop_tx.send(true);
     let _ = server.await;
@@ -411,6 +493,9 @@ pub async fn run(
         let _ = tokio::task::spawn_blocking(move || done_rx.recv_timeout(Duration::from_secs(30)))
             .await;
     }
+    if let Some(r) = replica {
+        let _ = tokio::task::spawn_blocking(move || r.stop()).await;
+    }
     if let Some(c) = completer {
         // No claim of this node stays `pending` in the shared store after it stops.
         let _ = tokio::task::spawn_blocking(move || c.flush(Duration::from_secs(2))).await;
@@ -420,6 +505,45 @@ pub async fn run(
         "stopped"
     );
     Ok(())
+}
+
+/// What cluster mode needs before the processor starts.
+struct ClusterSetup {
+    kafka: oms_kafka::KafkaConfig,
+    cluster: Arc<crate::cluster::Cluster>,
+    /// Where the replica's reader starts: where recovery ended.
+    start: Checkpoint,
+}
+
+impl ClusterSetup {
+    fn new(args: &ServeArgs, start: Checkpoint) -> anyhow::Result<ClusterSetup> {
+        let brokers = args
+            .kafka_brokers
+            .as_deref()
+            .context("--cluster needs --log kafka and --kafka-brokers")?;
+        anyhow::ensure!(
+            args.log == crate::config::LogKind::Kafka,
+            "--cluster needs --log kafka: the nodes share the Kafka order log"
+        );
+        let kafka = crate::backends::kafka_config(args, brokers);
+        let partitions = oms_kafka::orders_partitions(&kafka)?;
+        anyhow::ensure!(
+            (1..=crate::cluster::MAX_PARTITIONS).contains(&partitions),
+            "cluster mode supports 1..={} partitions of the orders topic, found {partitions}",
+            crate::cluster::MAX_PARTITIONS
+        );
+        let cluster = Arc::new(crate::cluster::Cluster::new(
+            args.node_name(),
+            args.advertised_url(),
+            partitions,
+        ));
+        tracing::info!(node = %cluster.node, url = %cluster.url, partitions, "cluster mode");
+        Ok(ClusterSetup {
+            kafka,
+            cluster,
+            start,
+        })
+    }
 }
 
 /// The connection cap: as configured, but below the process's open-file limit (minus room for

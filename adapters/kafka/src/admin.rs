@@ -20,8 +20,8 @@ use crate::error::KafkaAdapterError;
 /// Retention of the event topics: 7 days.
 const EVENT_RETENTION_MS: &str = "604800000";
 
-/// Creates the five topics for `prefix` (`orders`, `executions`, `order-updates`, `prices`,
-/// `risk-events`); topics that already exist are left as they are. Returns the names of the
+/// Creates the topics for `prefix` (`orders`, `executions`, `order-updates`, `prices`,
+/// `risk-events`, and cluster mode's one-partition `members`); topics that already exist are left as they are. Returns the names of the
 /// topics that were created now.
 pub fn create_topics(
     brokers: &str,
@@ -36,7 +36,7 @@ pub fn create_topics(
         .create()?;
     let topics = Topics::new(prefix);
     let isr = min_insync_replicas.to_string();
-    let specs: Vec<NewTopic<'_>> = topics
+    let mut specs: Vec<NewTopic<'_>> = topics
         .all()
         .into_iter()
         .map(|name| {
@@ -55,6 +55,14 @@ pub fn create_topics(
             .set("cleanup.policy", "delete")
         })
         .collect();
+    // Cluster mode's leader directory: one partition (one total order of announcements),
+    // kept forever (a few records per rebalance).
+    specs.push(
+        NewTopic::new(&topics.members, 1, TopicReplication::Fixed(replication_factor))
+            .set("min.insync.replicas", &isr)
+            .set("retention.ms", "-1")
+            .set("cleanup.policy", "delete"),
+    );
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
     let results = futures::executor::block_on(admin.create_topics(&specs, &opts))?;
     let mut created = Vec::new();
@@ -86,4 +94,15 @@ pub fn wait_ready(brokers: &str, timeout: Duration) -> Result<(), KafkaAdapterEr
         return Err(KafkaAdapterError::Timeout(timeout));
     }
     Ok(())
+}
+
+/// The partition count of `{prefix}orders` (cluster mode sizes its ownership table by it).
+pub fn orders_partitions(cfg: &crate::KafkaConfig) -> Result<u32, KafkaAdapterError> {
+    let c: rdkafka::consumer::BaseConsumer = cfg.base("metadata").create()?;
+    let n = crate::log::partition_count(
+        c.client(),
+        &cfg.topics().orders,
+        cfg.ack_timeout.max(Duration::from_secs(5)),
+    )?;
+    Ok(n as u32)
 }

@@ -104,6 +104,8 @@ pub struct Topics {
     pub order_updates: String,
     pub prices: String,
     pub risk_events: String,
+    /// Cluster mode's leader directory (one partition; not in [`Topics::all`]).
+    pub members: String,
 }
 
 impl Topics {
@@ -114,6 +116,7 @@ impl Topics {
             order_updates: format!("{prefix}order-updates"),
             prices: format!("{prefix}prices"),
             risk_events: format!("{prefix}risk-events"),
+            members: format!("{prefix}members"),
         }
     }
 

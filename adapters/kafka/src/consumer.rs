@@ -61,6 +61,8 @@ impl OrderConsumer {
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
             .set("isolation.level", "read_committed")
+            // Records are applied as they arrive: do not let the broker sit on a fetch.
+            .set("fetch.wait.max.ms", "10")
             .set(
                 "session.timeout.ms",
                 cfg.session_timeout.as_millis().to_string(),

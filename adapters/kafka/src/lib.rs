@@ -12,6 +12,8 @@
 //! - [`EventPublisher`]: the processor's events as seed-shaped JSON on `executions`,
 //!   `order-updates`, `prices` and `risk-events`. Never on the critical path: a bounded
 //!   queue, a background thread, drops counted.
+//! - [`GroupMember`], [`Directory`]: cluster membership — which node leads which partition
+//!   of `orders`, and where to reach it (docs/scale-out.md).
 //! - [`admin`]: topic creation and the readiness probe.
 //!
 //! Everything here is synchronous (plain OS threads) like the ports it implements: the
@@ -23,14 +25,18 @@ mod consumer;
 mod error;
 mod json;
 mod log;
+mod membership;
+mod partition;
 mod publisher;
 mod stats;
 
-pub use admin::{create_topics, wait_ready};
+pub use admin::{create_topics, orders_partitions, wait_ready};
 pub use config::{KafkaConfig, Topics};
 pub use consumer::{ConsumerStart, OrderConsumer, OrderRecord};
 pub use error::KafkaAdapterError;
 pub use json::{EventMessage, EventTopic, event_json, rfc3339};
 pub use log::{KafkaLog, SCHEMA_VERSION};
+pub use membership::{Announcement, Directory, GroupMember, OwnershipListener, Owner};
+pub use partition::{murmur2, partition_for};
 pub use publisher::{EventPublisher, PublisherCounters};
 pub use stats::{KafkaStats, StatsSnapshot};

@@ -388,9 +388,25 @@ pub struct ServeArgs {
     #[arg(long, env = "OMS_LOG_FORMAT", value_enum, default_value = "json")]
     pub log_format: LogFormat,
 
-    /// Node id (seeds order ids; distinct per node).
-    #[arg(long, env = "OMS_NODE_ID", default_value_t = 1)]
-    pub node_id: u64,
+    /// Node id: distinct per node and stable across its restarts (cluster mode: its name in
+    /// the leader directory, e.g. the pod name `oms-2`). Default: the hostname.
+    #[arg(long, env = "OMS_NODE_ID")]
+    pub node_id: Option<String>,
+
+    /// Cluster mode (docs/scale-out.md): several nodes on one Kafka log, each leading some
+    /// partitions. Needs `--log kafka`.
+    #[arg(long, env = "OMS_CLUSTER", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub cluster: bool,
+
+    /// Cluster mode: how long the group waits for a silent node before its partitions move
+    /// to the others (Kafka `session.timeout.ms`).
+    #[arg(long, env = "OMS_CLUSTER_SESSION_TIMEOUT_MS", default_value_t = 6000)]
+    pub cluster_session_timeout_ms: u64,
+
+    /// Cluster mode: the base URL other nodes forward this node's requests to
+    /// (default: `http://<bind address>`).
+    #[arg(long, env = "OMS_ADVERTISE_URL")]
+    pub advertise_url: Option<String>,
 
     /// WebSocket `/ws` limits.
     #[command(flatten)]
@@ -399,6 +415,42 @@ pub struct ServeArgs {
     /// Test hook: every journal append sleeps this long first (failure tests).
     #[arg(long, env = "OMS_TEST_STALL_LOG_MS", default_value_t = 0, hide = true)]
     pub test_stall_log_ms: u64,
+}
+
+impl ServeArgs {
+    /// `--node-id`, else the hostname, else `oms`.
+    pub fn node_name(&self) -> String {
+        if let Some(n) = &self.node_id {
+            return n.clone();
+        }
+        let mut buf = [0u8; 256];
+        // SAFETY: gethostname writes at most `buf.len()` bytes into the buffer we own and
+        // NUL-terminates it when it fits; we read only up to the first NUL.
+        let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+        let end = buf.iter().position(|&b| b == 0).unwrap_or(0);
+        match std::str::from_utf8(&buf[..end]) {
+            Ok(h) if rc == 0 && !h.is_empty() => h.to_string(),
+            _ => "oms".to_string(),
+        }
+    }
+
+    /// A number distinct per node, seeding order ids and correlation ids: the node id if it
+    /// is one, else a hash of it.
+    pub fn node_seed(&self) -> u64 {
+        let name = self.node_name();
+        name.parse().unwrap_or_else(|_| {
+            name.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+                (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+            })
+        })
+    }
+
+    /// Where other cluster nodes reach this one.
+    pub fn advertised_url(&self) -> String {
+        self.advertise_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", self.bind))
+    }
 }
 
 /// A TOML config file's values as `(flag name, value text)` pairs, in file order.

@@ -6,10 +6,12 @@
 //! 2. [`Timeout`]: a bound on the whole request (408 `REQUEST_TIMEOUT`).
 //! 3. [`Auth`]: the caller ([`Principal`]) from the bearer token or `X-Account-Id`, and the
 //!    route's role (401 with `WWW-Authenticate: Bearer`, 403 `FORBIDDEN`).
-//! 4. [`RateLimit`]: the caller's token bucket for the route (429 `RATE_LIMITED`), and the
+//! 4. [`Forward`] (cluster mode, `http/forward.rs`): an account's request goes to the node
+//!    that leads the account — handled here, or forwarded there.
+//! 5. [`RateLimit`]: the caller's token bucket for the route (429 `RATE_LIMITED`), and the
 //!    `X-RateLimit-*` headers on every answer.
-//! 5. [`BodyLimit`]: a declared body over the limit is 413 before a byte of it is read.
-//! 6. [`Handlers`]: thin route handlers that parse, submit to the ring or query, and answer.
+//! 6. [`BodyLimit`]: a declared body over the limit is 413 before a byte of it is read.
+//! 7. [`Handlers`]: thin route handlers that parse, submit to the ring or query, and answer.
 //!
 //! Each layer reads what the ones before it established from the request's extensions
 //! ([`Ctx`], [`Principal`]). Errors anywhere are the one JSON error body of `oms-wire`.
@@ -30,6 +32,7 @@ use tower_service::Service;
 
 use super::body::Body;
 use super::conn::ConnState;
+use super::forward::{Forward, ForwardLayer};
 use super::limits::RateInfo;
 use super::router::{Access, RouteInfo};
 use super::{App, assets, market, ops, orders, venue};
@@ -537,6 +540,7 @@ async fn dispatch(
         Route::Candles => market::candles(app, req).await,
         Route::Health => Ok(super::Answer::json(200, &b"{\"status\":\"ok\"}"[..])),
         Route::Ready => Ok(ops::ready(app)),
+        Route::Cluster => ops::cluster(app).await,
         Route::Metrics => Ok(ops::metrics(app)),
         Route::OpenApi => Ok(ops::openapi()),
         // Answered by `venue::dispatch` above.
@@ -610,7 +614,7 @@ impl<S> Layer<S> for BodyLimitLayer {
 }
 
 /// The service of one connection: the layers of the module doc, outermost first.
-pub type Stack = Edge<Timeout<Auth<RateLimit<BodyLimit<Handlers>>>>>;
+pub type Stack = Edge<Timeout<Auth<Forward<RateLimit<BodyLimit<Handlers>>>>>>;
 
 /// Builds [`Stack`] for one connection.
 pub fn stack(app: &Arc<App>, conn: &Arc<ConnState>) -> Stack {
@@ -620,7 +624,9 @@ pub fn stack(app: &Arc<App>, conn: &Arc<ConnState>) -> Stack {
     };
     let timeout = TimeoutLayer(app.request_timeout);
     let auth = AuthLayer(Arc::clone(app));
+    let forward = ForwardLayer(Arc::clone(app));
     let rate = RateLimitLayer(Arc::clone(app));
     let body = BodyLimitLayer(app.max_body);
-    edge.layer(timeout.layer(auth.layer(rate.layer(body.layer(Handlers::new(Arc::clone(app)))))))
+    let handlers = Handlers::new(Arc::clone(app));
+    edge.layer(timeout.layer(auth.layer(forward.layer(rate.layer(body.layer(handlers))))))
 }

@@ -16,6 +16,7 @@ pub mod batch;
 pub mod body;
 pub mod cancel_all;
 pub mod conn;
+pub mod forward;
 pub mod layers;
 pub mod limits;
 pub mod market;
@@ -79,6 +80,8 @@ pub struct App {
     trading: venue::Trading,
     /// The WebSocket endpoint `/ws`.
     ws: crate::ws::WsHandle,
+    /// Cluster mode: who leads which account, and the client that forwards to them.
+    forwarder: Option<forward::Forwarder>,
 }
 
 /// What [`App::new`] is built from.
@@ -99,6 +102,7 @@ pub struct AppParts {
     pub archive: Option<crate::archive::Archiver>,
     pub trading: venue::Trading,
     pub ws: crate::ws::WsHandle,
+    pub forwarder: Option<forward::Forwarder>,
 }
 
 /// Generated correlation ids: node, time since start, sequence.
@@ -174,6 +178,7 @@ impl App {
             archive: p.archive,
             trading: p.trading,
             ws: p.ws,
+            forwarder: p.forwarder,
         }
     }
 
@@ -184,6 +189,11 @@ impl App {
 
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Acquire)
+    }
+
+    /// Cluster mode's routing (`None` on a single node).
+    pub fn forwarder(&self) -> Option<&forward::Forwarder> {
+        self.forwarder.as_ref()
     }
 
     /// The dependency probes `/ready` runs.

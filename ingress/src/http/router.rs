@@ -106,6 +106,11 @@ impl Router {
             "GET, DELETE, PATCH",
         );
         add(
+            "/api/cluster",
+            vec![(Method::GET, r(Route::Cluster, Access::Read, QUERIES))],
+            "GET",
+        );
+        add(
             "/api/positions",
             vec![(Method::GET, r(Route::Positions, Access::Read, QUERIES))],
             "GET",

@@ -5,7 +5,8 @@
 //! dependency points one way: the processor depends on the pipeline, never the reverse.
 
 use oms_core::command::Command;
-use oms_core::risk::RiskEngine;
+use oms_core::command::HaltScope;
+use oms_core::risk::{RiskEngine, RiskImage};
 use oms_core::{AccountId, Event, OrderId, OrderStatus, Price, Qty, Side, SymbolId};
 
 use super::slot::Ticket;
@@ -17,7 +18,7 @@ pub struct Durable {
 }
 
 /// Settlement news for the risk stage's R1 book.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub enum Feedback {
     Fill {
         account: AccountId,
@@ -35,6 +36,11 @@ pub enum Feedback {
         symbol: SymbolId,
         price: Price,
     },
+    /// A kill switch another node logged (cluster mode: every node's R1 follows it).
+    Halt { scope: HaltScope, halted: bool },
+    /// Cluster mode: this node now leads these accounts; their state, from the replica
+    /// (sent on this channel so it lands after every settlement it already includes).
+    Reseed(Box<RiskImage>),
 }
 
 impl Feedback {
@@ -50,6 +56,8 @@ impl Feedback {
             } => risk.on_fill(&account, order_id, symbol, side, qty, price),
             Feedback::Done { account, order_id } => risk.on_order_done(&account, order_id),
             Feedback::TradePrice { symbol, price } => risk.on_trade_price(symbol, price),
+            Feedback::Halt { scope, halted } => risk.set_halt(&scope, halted),
+            Feedback::Reseed(image) => risk.import_accounts(*image),
         }
     }
 

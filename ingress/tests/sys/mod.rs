@@ -325,6 +325,14 @@ impl Node {
         }
     }
 
+    /// SIGKILL, no grace (a crashed node).
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
     /// The last lines of the node's log (for failure messages).
     pub fn log_tail(&self, n: usize) -> String {
         tail(&self.log, n)

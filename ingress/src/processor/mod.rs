@@ -12,6 +12,8 @@
 //! engine encode runs here; hashing, the idempotency image and the file write run on the
 //! snapshot thread ([`crate::snapshots`]).
 
+pub mod replica;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
