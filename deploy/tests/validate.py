@@ -10,6 +10,12 @@ Subcommands (each exits 0 when everything passes, 1 on any finding, printing one
         deploy/schemas/*.json;
       * oms policy: the properties deploy/README.md promises (Guaranteed QoS, probes, shutdown
         timeline, hardening, secrets only by reference, selectors that match).
+  cluster --min-replicas 3 --topics TOPICS_FILE FILE
+                                         a rendered overlay runs oms in cluster mode the way
+      deploy/README.md ("Scaling") describes: a StatefulSet of >= N replicas (and no more than
+      the `orders` partitions of TOPICS_FILE), PodDisruptionBudget, zone/host spread,
+      readiness on /ready, OMS_CLUSTER/OMS_NODE_ID/OMS_ADVERTISE_URL, the headless Service,
+      peer traffic allowed by the NetworkPolicy, no autoscaler fighting the node count.
   topics STRIMZI_FILE JOB_FILE           the two topic definitions agree.
   dockerfile FILE                        the Dockerfile rules hadolint does not cover.
 
@@ -127,20 +133,48 @@ def workload_findings(doc: dict, stream: list[dict]) -> list[str]:
             ref = ef.get("configMapRef") or {}
             if ref and not ref.get("optional") and cm_names and ref.get("name") not in cm_names:
                 out.append(f"{cn}: envFrom ConfigMap {ref.get('name')!r} is not in the rendered set")
-    if doc.get("kind") == "Deployment":
-        out += deployment_findings(doc, stream)
+        out += env_reference_findings(cn, c, stream)
+    if doc.get("kind") in ("Deployment", "StatefulSet"):
+        out += controller_findings(doc, stream)
     return out
 
 
-def deployment_findings(doc: dict, stream: list[dict]) -> list[str]:
+def env_reference_findings(cn: str, container: dict, stream: list[dict]) -> list[str]:
+    """`$(VAR)` in an env value expands only variables defined before it (envFrom, then the
+    earlier env entries); any other reference stays literally `$(VAR)`, silently."""
+    known: set[str] = set()
+    cms = {d["metadata"]["name"]: d for d in stream if d.get("kind") == "ConfigMap"}
+    for ef in container.get("envFrom") or []:
+        ref = (ef.get("configMapRef") or {}).get("name")
+        known |= set(((cms.get(ref) or {}).get("data") or {}).keys())
+    out = []
+    for e in container.get("env") or []:
+        for var in re.findall(r"(?<!\$)\$\(([A-Za-z_][A-Za-z0-9_]*)\)", str(e.get("value", ""))):
+            if var not in known:
+                out.append(f"{cn}: env {e.get('name')} refers to $({var}), which is not defined "
+                           "before it (it would stay literal)")
+        known.add(e.get("name"))
+    return out
+
+
+def controller_findings(doc: dict, stream: list[dict]) -> list[str]:
     out: list[str] = []
     n = name_of(doc)
     spec = doc["spec"]
     pod = spec["template"]["spec"]
-    ru = (spec.get("strategy") or {}).get("rollingUpdate") or {}
-    if (spec.get("strategy") or {}).get("type") != "RollingUpdate" or ru.get("maxSurge") != 1 \
-            or ru.get("maxUnavailable") != 0:
-        out.append(f"{n}: strategy must be RollingUpdate maxSurge 1 / maxUnavailable 0")
+    if doc["kind"] == "Deployment":
+        ru = (spec.get("strategy") or {}).get("rollingUpdate") or {}
+        if (spec.get("strategy") or {}).get("type") != "RollingUpdate" or ru.get("maxSurge") != 1 \
+                or ru.get("maxUnavailable") != 0:
+            out.append(f"{n}: strategy must be RollingUpdate maxSurge 1 / maxUnavailable 0")
+    else:
+        # StatefulSet: RollingUpdate replaces one pod at a time (OnDelete would leave updates to
+        # whoever deletes pods; maxUnavailable > 1 takes several nodes down at once).
+        us = spec.get("updateStrategy") or {}
+        ru = us.get("rollingUpdate") or {}
+        if us.get("type", "RollingUpdate") != "RollingUpdate" or ru.get("maxUnavailable", 1) not in (1, "1"):
+            out.append(f"{n}: updateStrategy must be RollingUpdate, one pod at a time "
+                       "(no maxUnavailable above 1)")
     keys = [(t.get("topologyKey")) for t in pod.get("topologySpreadConstraints") or []]
     if "topology.kubernetes.io/zone" not in keys:
         out.append(f"{n}: needs a topologySpreadConstraint across topology.kubernetes.io/zone")
@@ -185,12 +219,38 @@ def deployment_findings(doc: dict, stream: list[dict]) -> list[str]:
 def selector_findings(stream: list[dict]) -> list[str]:
     """Services, PDBs, NetworkPolicies and HPAs must actually find the workload."""
     out: list[str] = []
-    deps = {d["metadata"]["name"]: d for d in stream if d.get("kind") == "Deployment"}
+    deps = {d["metadata"]["name"]: d for d in stream
+            if d.get("kind") in ("Deployment", "StatefulSet")}
     pod_labels = [((d["spec"]["template"].get("metadata") or {}).get("labels") or {})
                   for d in deps.values()]
 
     def matches(sel: dict) -> bool:
         return any(all(lbls.get(k) == v for k, v in sel.items()) for lbls in pod_labels)
+
+    services = {d["metadata"]["name"]: d for d in stream if d.get("kind") == "Service"}
+    for d in deps.values():
+        if d["kind"] != "StatefulSet":
+            continue
+        svc = services.get(d["spec"].get("serviceName"))
+        if svc is None:
+            out.append(f"{name_of(d)}: serviceName {d['spec'].get('serviceName')!r} is not a "
+                       "Service in the rendered set (no per-pod DNS names)")
+        elif (svc.get("spec") or {}).get("clusterIP") != "None":
+            out.append(f"{name_of(d)}: serviceName {svc['metadata']['name']!r} must be headless "
+                       "(clusterIP: None)")
+    # A ServiceMonitor that selects two Services over the same pods scrapes every pod twice
+    # (every series doubled, differing only in the `service` label).
+    for m in (d for d in stream if d.get("kind") == "ServiceMonitor"):
+        want = (((m.get("spec") or {}).get("selector") or {}).get("matchLabels")) or {}
+        picked = sorted(
+            name for name, svc in services.items()
+            if all(((svc["metadata"].get("labels") or {}).get(k) == v) for k, v in want.items())
+        )
+        sels = [tuple(sorted(((services[p].get("spec") or {}).get("selector") or {}).items()))
+                for p in picked]
+        if len(sels) != len(set(sels)):
+            out.append(f"{name_of(m)}: selects Services {picked} over the same pods "
+                       "(each pod would be scraped once per Service)")
 
     for d in stream:
         kind, spec = d.get("kind"), d.get("spec") or {}
@@ -201,7 +261,7 @@ def selector_findings(stream: list[dict]) -> list[str]:
             sel = ((spec.get("selector") or spec.get("podSelector") or {}).get("matchLabels")) or {}
         elif kind == "HorizontalPodAutoscaler":
             ref = spec.get("scaleTargetRef") or {}
-            if ref.get("kind") == "Deployment" and ref.get("name") not in deps:
+            if ref.get("kind") in ("Deployment", "StatefulSet") and ref.get("name") not in deps:
                 out.append(f"{name_of(d)}: scaleTargetRef {ref.get('name')!r} not in the rendered set")
         if sel is not None and deps and not matches(sel):
             out.append(f"{name_of(d)}: selector {sel} matches no pod template")
@@ -257,6 +317,184 @@ def cmd_manifests(version: str, files: list[str]) -> int:
             bad += 1
         else:
             print(f"ok   {path} (k8s {version}): {len(stream)} objects")
+    return 1 if bad else 0
+
+
+# --- cluster mode ---------------------------------------------------------------------------
+
+def scaled(value, total: int) -> int:
+    """An int-or-percent PDB field as a pod count (Kubernetes rounds percentages up)."""
+    s = str(value)
+    if s.endswith("%"):
+        return -(-int(s[:-1]) * total // 100)
+    return int(s)
+
+
+def env_entry(container: dict, var: str) -> tuple[int, dict] | None:
+    for i, e in enumerate(container.get("env") or []):
+        if e.get("name") == var:
+            return i, e
+    return None
+
+
+def allows_peers(rules: list[dict], side: str, pod_labels: dict) -> bool:
+    """Some ingress (side="from") or egress (side="to") rule admits the oms pods themselves
+    (a podSelector, no namespaceSelector: same namespace) on 8080."""
+    for r in rules:
+        peers = r.get(side)
+        ports = r.get("ports")
+        port_ok = not ports or any(str(p.get("port")) in ("8080", "http") for p in ports)
+        peer_ok = peers is None or any(
+            "podSelector" in p and "namespaceSelector" not in p and "ipBlock" not in p
+            and all(pod_labels.get(k) == v
+                    for k, v in ((p["podSelector"] or {}).get("matchLabels") or {}).items())
+            for p in peers
+        )
+        if port_ok and peer_ok:
+            return True
+    return False
+
+
+def cluster_findings(stream: list[dict], min_replicas: int, partitions: int) -> list[str]:
+    out: list[str] = []
+    sts = [d for d in stream if d.get("kind") == "StatefulSet"
+           and ((d.get("metadata") or {}).get("labels") or {}).get("app.kubernetes.io/name") == "oms"]
+    deps = [d for d in stream if d.get("kind") == "Deployment"]
+    if len(sts) != 1 or deps:
+        return [f"oms must run as exactly one StatefulSet (stable node ids, per-pod DNS), found "
+                f"{len(sts)} StatefulSet(s) and {len(deps)} Deployment(s)"]
+    d = sts[0]
+    n = name_of(d)
+    spec = d["spec"]
+    pod = spec["template"]["spec"]
+    labels = (spec["template"].get("metadata") or {}).get("labels") or {}
+    sel = (spec.get("selector") or {}).get("matchLabels") or {}
+
+    def selects_pods(s: dict) -> bool:
+        return bool(s) and all(labels.get(k) == v for k, v in s.items())
+
+    # Node count.
+    replicas = spec.get("replicas", 1)
+    if replicas < min_replicas:
+        out.append(f"{n}: replicas {replicas} < {min_replicas}: cluster mode needs >= "
+                   f"{min_replicas} nodes")
+    if replicas > partitions:
+        out.append(f"{n}: replicas {replicas} > {partitions} partitions of `orders`: "
+                   f"{replicas - partitions} node(s) would lead no partition")
+    if spec.get("podManagementPolicy") != "Parallel":
+        out.append(f"{n}: podManagementPolicy must be Parallel (nodes start independently)")
+    for h in (x for x in stream if x.get("kind") == "HorizontalPodAutoscaler"):
+        ref = (h.get("spec") or {}).get("scaleTargetRef") or {}
+        if ref.get("name") == d["metadata"]["name"]:
+            lo, hi = h["spec"].get("minReplicas", 1), h["spec"].get("maxReplicas")
+            if lo < min_replicas or hi > partitions:
+                out.append(f"{name_of(h)}: bounds {lo}..{hi} must stay within "
+                           f"{min_replicas}..{partitions} (nodes vs. `orders` partitions)")
+
+    # Disruptions: never two nodes down at once.
+    pdbs = [p for p in stream if p.get("kind") == "PodDisruptionBudget"
+            and selects_pods(((p.get("spec") or {}).get("selector") or {}).get("matchLabels") or {})]
+    if not pdbs:
+        out.append(f"{n}: no PodDisruptionBudget selects the oms pods")
+    for p in pdbs:
+        ps = p["spec"]
+        if "maxUnavailable" in ps:
+            down = scaled(ps["maxUnavailable"], replicas)
+        else:
+            down = replicas - scaled(ps.get("minAvailable", 0), replicas)
+        if down > 1 or down < 1 and replicas > 1:
+            out.append(f"{name_of(p)}: allows {down} of {replicas} pods down at once; needs "
+                       "exactly 1 (maxUnavailable: 1, or minAvailable: replicas - 1)")
+
+    # Placement: spread over zones (hard) and hosts.
+    tsc = {t.get("topologyKey"): t for t in pod.get("topologySpreadConstraints") or []}
+    z = tsc.get("topology.kubernetes.io/zone")
+    if not z:
+        out.append(f"{n}: needs a topologySpreadConstraint across topology.kubernetes.io/zone")
+    else:
+        if z.get("whenUnsatisfiable") != "DoNotSchedule" or z.get("maxSkew") != 1:
+            out.append(f"{n}: zone spread must be maxSkew 1 / DoNotSchedule")
+        if not selects_pods(((z.get("labelSelector") or {}).get("matchLabels")) or {}):
+            out.append(f"{n}: zone spread labelSelector does not select the oms pods")
+    if "kubernetes.io/hostname" not in tsc:
+        out.append(f"{n}: needs a topologySpreadConstraint across kubernetes.io/hostname")
+
+    # Per container: readiness = ownership, cluster settings.
+    svc_name = spec.get("serviceName")
+    for c in pod.get("containers") or []:
+        cn = f"{n}[{c.get('name')}]"
+        rp = c.get("readinessProbe") or {}
+        if (rp.get("httpGet") or {}).get("path") != "/ready":
+            out.append(f"{cn}: readinessProbe must GET /ready (it carries the ownership check)")
+        if env_value_of(stream, c, "OMS_CLUSTER") != "true":
+            out.append(f"{cn}: OMS_CLUSTER must be true")
+        if env_value_of(stream, c, "OMS_LOG") != "kafka":
+            out.append(f"{cn}: cluster mode needs OMS_LOG=kafka")
+        kb = env_entry(c, "OMS_KAFKA_BROKERS")
+        if not kb or "secretKeyRef" not in (kb[1].get("valueFrom") or {}):
+            out.append(f"{cn}: cluster mode needs OMS_KAFKA_BROKERS (from the Secret)")
+        node = env_entry(c, "OMS_NODE_ID")
+        field = ((node[1].get("valueFrom") or {}).get("fieldRef") or {}).get("fieldPath") if node else None
+        if field != "metadata.name":
+            out.append(f"{cn}: OMS_NODE_ID must come from the pod name (fieldRef metadata.name)")
+        adv = env_entry(c, "OMS_ADVERTISE_URL")
+        url = str(adv[1].get("value", "")) if adv else ""
+        if not adv:
+            out.append(f"{cn}: OMS_ADVERTISE_URL must be set")
+        elif not re.fullmatch(rf"http://\$\(OMS_NODE_ID\)\.{re.escape(str(svc_name))}\.[^/:]+:8080/?", url):
+            out.append(f"{cn}: OMS_ADVERTISE_URL {url!r} must be "
+                       f"http://$(OMS_NODE_ID).{svc_name}.<namespace>...:8080 (the pod's DNS name "
+                       "under the headless Service)")
+        elif node and adv[0] < node[0]:
+            out.append(f"{cn}: OMS_ADVERTISE_URL is defined before OMS_NODE_ID: $(OMS_NODE_ID) "
+                       "would stay literal")
+
+    # The headless Service behind the per-pod DNS names.
+    svcs = {x["metadata"]["name"]: x for x in stream if x.get("kind") == "Service"}
+    hs = svcs.get(svc_name)
+    if hs is None or (hs.get("spec") or {}).get("clusterIP") != "None":
+        out.append(f"{n}: needs a headless Service (clusterIP: None) named by serviceName "
+                   f"({svc_name!r})")
+    else:
+        if not selects_pods((hs.get("spec") or {}).get("selector") or {}):
+            out.append(f"{name_of(hs)}: selector does not select the oms pods")
+        if not any(p.get("port") == 8080 for p in hs["spec"].get("ports") or []):
+            out.append(f"{name_of(hs)}: must expose port 8080 (forwarding)")
+
+    # Pod-to-pod forwarding on 8080 through every NetworkPolicy that selects the pods.
+    for np in (x for x in stream if x.get("kind") == "NetworkPolicy"):
+        ns = np.get("spec") or {}
+        if not selects_pods((ns.get("podSelector") or {}).get("matchLabels") or {}):
+            continue
+        types = ns.get("policyTypes") or ["Ingress"]
+        if "Ingress" in types and not allows_peers(ns.get("ingress") or [], "from", labels):
+            out.append(f"{name_of(np)}: ingress from the oms pods on 8080 not allowed "
+                       "(peers forward requests to the owner)")
+        if "Egress" in types and not allows_peers(ns.get("egress") or [], "to", labels):
+            out.append(f"{name_of(np)}: egress to the oms pods on 8080 not allowed "
+                       "(peers forward requests to the owner)")
+    return out
+
+
+def orders_partitions(topics_file: str) -> int:
+    for t in load_stream(topics_file):
+        if t.get("kind") == "KafkaTopic" and \
+                (t["spec"].get("topicName") or t["metadata"]["name"]) == "orders":
+            return int(t["spec"]["partitions"])
+    raise SystemExit(f"{topics_file}: no KafkaTopic `orders`")
+
+
+def cmd_cluster(min_replicas: int, topics_file: str, files: list[str]) -> int:
+    partitions = orders_partitions(topics_file)
+    bad = 0
+    for path in files:
+        findings = cluster_findings(load_stream(path), min_replicas, partitions)
+        for f in findings:
+            print(f"FAIL {path} (cluster): {f}")
+        if findings:
+            bad += 1
+        else:
+            print(f"ok   {path} (cluster): >= {min_replicas} nodes, <= {partitions} partitions")
     return 1 if bad else 0
 
 
@@ -364,6 +602,9 @@ def cmd_dockerfile(path: str) -> int:
 def main(argv: list[str]) -> int:
     if len(argv) >= 4 and argv[0] == "manifests" and argv[1] == "--k8s-version":
         return cmd_manifests(argv[2], argv[3:])
+    if len(argv) >= 6 and argv[0] == "cluster" and argv[1] == "--min-replicas" \
+            and argv[3] == "--topics":
+        return cmd_cluster(int(argv[2]), argv[4], argv[5:])
     if len(argv) == 3 and argv[0] == "topics":
         return cmd_topics(argv[1], argv[2])
     if len(argv) == 2 and argv[0] == "dockerfile":
