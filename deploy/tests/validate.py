@@ -509,7 +509,7 @@ def cmd_topics(strimzi: str, job: str) -> int:
     jobs = [d for d in load_stream(job) if d.get("kind") == "Job"]
     out = []
     names = sorted((t["spec"].get("topicName") or t["metadata"]["name"]) for t in topics)
-    want = sorted(["orders", "executions", "order-updates", "prices", "risk-events"])
+    want = sorted(["orders", "executions", "order-updates", "prices", "risk-events", "members"])
     if names != want:
         out.append(f"KafkaTopics {names} != the topics of ARCHITECTURE §6 {want}")
     if len(jobs) != 1:
@@ -522,6 +522,12 @@ def cmd_topics(strimzi: str, job: str) -> int:
         flags = job_flags(args)
         for t in topics:
             s = t["spec"]
+            if (s.get("topicName") or t["metadata"]["name"]) == "members":
+                # Cluster mode's leader directory: always one partition (one total order of
+                # announcements), whatever --partitions says (docs/scale-out.md).
+                if s.get("partitions") != 1:
+                    out.append(f"{name_of(t)}: members must have 1 partition, has {s.get('partitions')}")
+                continue
             expect = {
                 "--partitions": str(s.get("partitions")),
                 "--replication-factor": str(s.get("replicas")),

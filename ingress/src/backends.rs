@@ -204,7 +204,11 @@ pub fn kafka_config(args: &ServeArgs, brokers: &str) -> KafkaConfig {
         // Replicas apply what they read at once, so a batch that fails must be invisible to
         // them (aborted), never "possibly persisted" (docs/scale-out.md). Stable per node, so
         // a restarted node fences its own previous incarnation.
-        k.transactional_id = Some(format!("{}oms-{}", args.kafka_topic_prefix, args.node_name()));
+        k.transactional_id = Some(format!(
+            "{}oms-{}",
+            args.kafka_topic_prefix,
+            args.node_name()
+        ));
         k.session_timeout = Duration::from_millis(args.cluster_session_timeout_ms.max(1000));
     }
     k

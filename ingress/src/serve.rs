@@ -296,11 +296,8 @@ pub async fn run(
             Some(c) => {
                 let (records_tx, records_rx) = crossbeam_channel::bounded(64);
                 let (takeover_tx, takeover_rx) = crossbeam_channel::unbounded();
-                let replica = crate::cluster::replica::Replica::start(
-                    &c.kafka,
-                    c.start.clone(),
-                    records_tx,
-                )?;
+                let replica =
+                    crate::cluster::replica::Replica::start(&c.kafka, c.start.clone(), records_tx)?;
                 let membership = crate::cluster::member::Membership::start(
                     &c.kafka,
                     Arc::clone(&c.cluster),

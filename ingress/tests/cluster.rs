@@ -101,8 +101,7 @@ async fn wait_converged(c: &reqwest::Client, nodes: &[&Node]) -> Vec<Value> {
                 .map(|p| p["appliedOffset"].as_u64().unwrap())
                 .collect()
         };
-        if states.len() == nodes.len() && states.iter().all(|s| offsets(s) == offsets(&states[0]))
-        {
+        if states.len() == nodes.len() && states.iter().all(|s| offsets(s) == offsets(&states[0])) {
             return states;
         }
         assert!(
@@ -242,16 +241,27 @@ async fn three_nodes_share_the_log_survive_a_kill_and_keep_margin() {
     let mut ids: HashMap<String, String> = HashMap::new();
     for (o, r) in phase1.iter().zip(&answers) {
         assert_eq!(r.status, 201, "{} → {} {}", o.key, r.status, r.text);
-        ids.insert(o.key.clone(), r.json["orderId"].as_str().unwrap().to_owned());
+        ids.insert(
+            o.key.clone(),
+            r.json["orderId"].as_str().unwrap().to_owned(),
+        );
     }
     for (i, o) in phase1.iter().enumerate().step_by(7) {
         let r = place_retrying(&c, &bases, i + 1, o).await;
-        assert!(r.replayed, "retry of {} was not a replay: {}", o.key, r.text);
+        assert!(
+            r.replayed,
+            "retry of {} was not a replay: {}",
+            o.key, r.text
+        );
         assert_eq!(r.json["orderId"].as_str(), Some(ids[&o.key].as_str()));
     }
     let states = wait_converged(&c, &refs).await;
     for s in &states[1..] {
-        assert_eq!(hashes(s), hashes(&states[0]), "replicas differ after phase 1");
+        assert_eq!(
+            hashes(s),
+            hashes(&states[0]),
+            "replicas differ after phase 1"
+        );
     }
     let traded: u64 = states[0]["partitions"]
         .as_array()
@@ -282,7 +292,10 @@ async fn three_nodes_share_the_log_survive_a_kill_and_keep_margin() {
     };
     for (o, r) in phase2.iter().zip(a.iter().chain(&b)) {
         assert_eq!(r.status, 201, "{} → {} {}", o.key, r.status, r.text);
-        ids.insert(o.key.clone(), r.json["orderId"].as_str().unwrap().to_owned());
+        ids.insert(
+            o.key.clone(),
+            r.json["orderId"].as_str().unwrap().to_owned(),
+        );
     }
     // Every key, retried on a survivor, replays its original order: none lost, none doubled.
     let all: Vec<&OrderReq> = phase1.iter().chain(&phase2).collect();
@@ -362,5 +375,9 @@ async fn three_nodes_share_the_log_survive_a_kill_and_keep_margin() {
         "{:?}",
         answers.iter().map(|r| &r.text).collect::<Vec<_>>()
     );
-    assert_eq!(refused[0].json["code"], "INSUFFICIENT_MARGIN", "{}", refused[0].text);
+    assert_eq!(
+        refused[0].json["code"], "INSUFFICIENT_MARGIN",
+        "{}",
+        refused[0].text
+    );
 }

@@ -58,10 +58,14 @@ pub fn create_topics(
     // Cluster mode's leader directory: one partition (one total order of announcements),
     // kept forever (a few records per rebalance).
     specs.push(
-        NewTopic::new(&topics.members, 1, TopicReplication::Fixed(replication_factor))
-            .set("min.insync.replicas", &isr)
-            .set("retention.ms", "-1")
-            .set("cleanup.policy", "delete"),
+        NewTopic::new(
+            &topics.members,
+            1,
+            TopicReplication::Fixed(replication_factor),
+        )
+        .set("min.insync.replicas", &isr)
+        .set("retention.ms", "-1")
+        .set("cleanup.policy", "delete"),
     );
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
     let results = futures::executor::block_on(admin.create_topics(&specs, &opts))?;

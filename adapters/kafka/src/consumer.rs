@@ -163,6 +163,23 @@ impl OrderConsumer {
         Ok(cp)
     }
 
+    /// The next offset this consumer will read, per assigned partition that has a position.
+    /// Past transaction markers and aborted records too, so a reader that has consumed
+    /// everything reaches the high watermark even when the log ends with a commit marker.
+    pub fn positions(&self) -> Result<Vec<(u32, u64)>, KafkaAdapterError> {
+        let tpl = self.consumer.position()?;
+        let mut v: Vec<(u32, u64)> = tpl
+            .elements()
+            .iter()
+            .filter_map(|e| match e.offset() {
+                Offset::Offset(o) if o >= 0 => Some((e.partition() as u32, o as u64)),
+                _ => None,
+            })
+            .collect();
+        v.sort_unstable();
+        Ok(v)
+    }
+
     /// Partitions currently assigned to this consumer.
     pub fn assignment(&self) -> Result<Vec<u32>, KafkaAdapterError> {
         let tpl = self.consumer.assignment()?;

@@ -36,7 +36,7 @@ pub use consumer::{ConsumerStart, OrderConsumer, OrderRecord};
 pub use error::KafkaAdapterError;
 pub use json::{EventMessage, EventTopic, event_json, rfc3339};
 pub use log::{KafkaLog, SCHEMA_VERSION};
-pub use membership::{Announcement, Directory, GroupMember, OwnershipListener, Owner};
+pub use membership::{Announcement, Directory, GroupMember, Owner, OwnershipListener};
 pub use partition::{murmur2, partition_for};
 pub use publisher::{EventPublisher, PublisherCounters};
 pub use stats::{KafkaStats, StatsSnapshot};

@@ -229,7 +229,11 @@ impl Directory {
     pub fn announce(&self, a: &Announcement) -> Result<(), KafkaAdapterError> {
         let value = a.encode();
         self.producer
-            .send(BaseRecord::<str, str>::to(&self.topic).key(&a.node).payload(&value))
+            .send(
+                BaseRecord::<str, str>::to(&self.topic)
+                    .key(&a.node)
+                    .payload(&value),
+            )
             .map_err(|(e, _)| e)?;
         self.producer.flush(self.timeout)?;
         Ok(())

@@ -14,6 +14,13 @@ use oms_kafka::{ConsumerStart, KafkaConfig, OrderConsumer, OrderRecord};
 /// Most records handed over at once.
 const MAX_BATCH: usize = 1024;
 
+/// Records in each partition's order, and the reader's position in every partition after
+/// them (past transaction markers: what "caught up to the high watermark" compares).
+pub struct ReplicaBatch {
+    pub records: Vec<OrderRecord>,
+    pub positions: Vec<(u32, u64)>,
+}
+
 /// Handle of the running reader.
 pub struct Replica {
     stop: Arc<AtomicBool>,
@@ -24,7 +31,7 @@ impl Replica {
     pub fn start(
         cfg: &KafkaConfig,
         from: Checkpoint,
-        out: Sender<Vec<OrderRecord>>,
+        out: Sender<ReplicaBatch>,
     ) -> anyhow::Result<Replica> {
         let mut consumer = OrderConsumer::new(cfg, ConsumerStart::Checkpoint(from))?;
         let stop = Arc::new(AtomicBool::new(false));
@@ -33,6 +40,7 @@ impl Replica {
             .name("oms-replica".into())
             .spawn(move || {
                 let mut batch = Vec::with_capacity(MAX_BATCH);
+                let mut last_positions = Vec::new();
                 while !stopping.load(Ordering::Acquire) {
                     let mut wait = Duration::from_millis(50);
                     loop {
@@ -54,14 +62,13 @@ impl Replica {
                             }
                         }
                     }
-                    if !batch.is_empty()
-                        && out
-                            .send(std::mem::replace(
-                                &mut batch,
-                                Vec::with_capacity(MAX_BATCH),
-                            ))
-                            .is_err()
-                    {
+                    let positions = consumer.positions().unwrap_or_default();
+                    if batch.is_empty() && positions == last_positions {
+                        continue;
+                    }
+                    last_positions.clone_from(&positions);
+                    let records = std::mem::replace(&mut batch, Vec::with_capacity(MAX_BATCH));
+                    if out.send(ReplicaBatch { records, positions }).is_err() {
                         return;
                     }
                 }

@@ -146,5 +146,8 @@ pub async fn cluster(app: &Arc<App>) -> super::Outcome {
         "ready": cluster.is_ready(),
         "partitions": partitions,
     });
-    Ok(Answer::json(200, serde_json::to_vec(&body).unwrap_or_default()))
+    Ok(Answer::json(
+        200,
+        serde_json::to_vec(&body).unwrap_or_default(),
+    ))
 }

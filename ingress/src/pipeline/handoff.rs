@@ -37,7 +37,10 @@ pub enum Feedback {
         price: Price,
     },
     /// A kill switch another node logged (cluster mode: every node's R1 follows it).
-    Halt { scope: HaltScope, halted: bool },
+    Halt {
+        scope: HaltScope,
+        halted: bool,
+    },
     /// Cluster mode: this node now leads these accounts; their state, from the replica
     /// (sent on this channel so it lands after every settlement it already includes).
     Reseed(Box<RiskImage>),

@@ -31,10 +31,10 @@ use oms_core::command::Command;
 use oms_core::ports::{Checkpoint, Completion, EventSink, IdemKey, StoredResponse};
 use oms_core::risk::RiskImage;
 use oms_core::{AccountId, Engine, Event, InstrumentTable, SymbolId};
-use oms_kafka::OrderRecord;
 
 use super::{Query, StopRequest, answer};
 use crate::archive::{ArchiveMsg, Archiver};
+use crate::cluster::replica::ReplicaBatch;
 use crate::cluster::{Cluster, Takeover};
 use crate::metrics::{Metrics, Stage};
 use crate::pipeline::handoff::{Durable, Feedback};
@@ -47,7 +47,7 @@ const EARLY_KEEP: Duration = Duration::from_secs(10);
 
 /// What cluster mode adds to the processor.
 pub struct ReplicaPlan {
-    pub records: Receiver<Vec<OrderRecord>>,
+    pub records: Receiver<ReplicaBatch>,
     pub takeovers: Receiver<Takeover>,
     pub cluster: Arc<Cluster>,
     pub idem: Sender<IdemMsg>,
@@ -260,14 +260,18 @@ impl Replica {
         }
     }
 
-    fn apply(&mut self, engine: &mut Engine, batch: Vec<OrderRecord>) {
+    fn apply(&mut self, engine: &mut Engine, batch: ReplicaBatch) {
         let started = Instant::now();
-        for rec in batch {
+        for rec in batch.records {
             let p = rec.partition;
             let cmd = rec.command;
             self.events.clear();
             let parts = &self.part_of_symbol;
-            engine.apply_partition(&cmd, &|s: SymbolId| parts[s.0 as usize] == p, &mut self.events);
+            engine.apply_partition(
+                &cmd,
+                &|s: SymbolId| parts[s.0 as usize] == p,
+                &mut self.events,
+            );
             self.applied.set(p, rec.offset + 1);
             self.plan.cluster.set_applied(p, rec.offset + 1);
             self.metrics.processed_commands.inc();
@@ -292,13 +296,19 @@ impl Replica {
                 });
             }
             self.answer(engine, &cmd);
-            if !self.maybe_ours(&cmd) {
-                self.remember_answer(&cmd);
-            }
+            // Every keyed place, ours included (an idempotent overwrite): whether it was ours
+            // can change with leadership while the replica is catching up.
+            self.remember_answer(&cmd);
             if self.plan.cluster.leads(p) {
                 self.leader_events.extend_from_slice(&self.events);
             }
             self.all_events.append(&mut self.events);
+        }
+        for (p, next) in batch.positions {
+            if next > self.applied.next_offset(p) {
+                self.applied.set(p, next);
+                self.plan.cluster.set_applied(p, next);
+            }
         }
         if !self.fb.is_empty() {
             let _ = self.feedback.send(std::mem::take(&mut self.fb));
@@ -319,7 +329,9 @@ impl Replica {
             }
         }
         self.metrics.orders_held.set(engine.order_count() as i64);
-        self.metrics.stage(Stage::Process).observe(started.elapsed());
+        self.metrics
+            .stage(Stage::Process)
+            .observe(started.elapsed());
     }
 
     /// The answer to a command a client of this node may wait for.
@@ -357,8 +369,8 @@ impl Replica {
         }
     }
 
-    /// Another node's keyed place: its answer, so that a retry reaching this node after a
-    /// failover gets the original answer rather than a second order.
+    /// A logged keyed place's answer for the local idempotency index, so that a retry
+    /// reaching this node after a failover gets the original answer, not a second order.
     fn remember_answer(&self, cmd: &Command) {
         let Command::Place(p) = cmd else { return };
         let Some(key) = p.idempotency_key else { return };
@@ -386,8 +398,9 @@ impl Replica {
     /// Completes takeovers whose high watermarks the replica has reached.
     fn finish_takeovers(&mut self, engine: &Engine) {
         let applied = &self.applied;
-        let (done, pending): (Vec<Takeover>, Vec<Takeover>) =
-            std::mem::take(&mut self.takeovers).into_iter().partition(|t| {
+        let (done, pending): (Vec<Takeover>, Vec<Takeover>) = std::mem::take(&mut self.takeovers)
+            .into_iter()
+            .partition(|t| {
                 t.high_watermarks
                     .iter()
                     .enumerate()
@@ -397,9 +410,9 @@ impl Replica {
         for t in done {
             let cluster = &self.plan.cluster;
             let led: Vec<u32> = t.partitions.clone();
-            let image: RiskImage = engine.risk().export_accounts(&|a| {
-                led.contains(&cluster.account_partition(a.as_str()))
-            });
+            let image: RiskImage = engine
+                .risk()
+                .export_accounts(&|a| led.contains(&cluster.account_partition(a.as_str())));
             tracing::info!(
                 partitions = ?t.partitions,
                 accounts = image.accounts(),
@@ -407,9 +420,7 @@ impl Replica {
                 "cluster: caught up, taking over"
             );
             // On the feedback channel, so it lands after every settlement it includes.
-            let _ = self
-                .feedback
-                .send(vec![Feedback::Reseed(Box::new(image))]);
+            let _ = self.feedback.send(vec![Feedback::Reseed(Box::new(image))]);
             cluster.mark_ready(&t.partitions);
         }
     }
