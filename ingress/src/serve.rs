@@ -203,7 +203,8 @@ pub async fn run(
     idem.reserve(args.reserve_orders);
     let r1 = engine.risk().clone();
     let cluster = if args.cluster {
-        Some(ClusterSetup::new(&args, restored.checkpoint.clone())?)
+        let setup = ClusterSetup::new(&args, restored.checkpoint.clone())?;
+        Some(setup)
     } else {
         None
     };

@@ -204,13 +204,16 @@ impl Directory {
     pub fn open(cfg: &KafkaConfig) -> Result<Self, KafkaAdapterError> {
         let topic = cfg.topics().members;
         let mut p = cfg.base("cluster-directory");
-        p.set("acks", "all").set("linger.ms", "0");
+        p.set("acks", "all")
+            .set("linger.ms", "0")
+            .set("statistics.interval.ms", "0");
         cfg.apply_extra(&mut p);
         let producer: ThreadedProducer<DefaultProducerContext> = p.create()?;
         let mut c = cfg.base("cluster-directory-reader");
         c.set("group.id", format!("{}oms-directory", cfg.prefix))
             .set("enable.auto.commit", "false")
-            .set("fetch.wait.max.ms", "50");
+            .set("fetch.wait.max.ms", "50")
+            .set("statistics.interval.ms", "0");
         cfg.apply_extra(&mut c);
         let consumer: BaseConsumer = c.create()?;
         let mut tpl = TopicPartitionList::new();

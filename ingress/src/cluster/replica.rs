@@ -41,6 +41,8 @@ impl Replica {
             .spawn(move || {
                 let mut batch = Vec::with_capacity(MAX_BATCH);
                 let mut last_positions = Vec::new();
+                let mut read = 0u64;
+                let mut reported = std::time::Instant::now();
                 while !stopping.load(Ordering::Acquire) {
                     let mut wait = Duration::from_millis(50);
                     loop {
@@ -62,7 +64,18 @@ impl Replica {
                             }
                         }
                     }
-                    let positions = consumer.positions().unwrap_or_default();
+                    read += batch.len() as u64;
+                    let positions = match consumer.positions() {
+                        Ok(p) => p,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "replica: no consumer positions");
+                            Vec::new()
+                        }
+                    };
+                    if reported.elapsed() >= Duration::from_secs(10) {
+                        tracing::info!(read, ?positions, "replica: reading the order log");
+                        reported = std::time::Instant::now();
+                    }
                     if batch.is_empty() && positions == last_positions {
                         continue;
                     }
