@@ -403,6 +403,13 @@ pub struct ServeArgs {
     #[arg(long, env = "OMS_CLUSTER_SESSION_TIMEOUT_MS", default_value_t = 6000)]
     pub cluster_session_timeout_ms: u64,
 
+    /// Cluster mode: write the order log in Kafka transactions (`transactional.id` =
+    /// `{prefix}oms-{node id}`), so a failed append is aborted and no replica ever applies it.
+    /// Use it on Apache Kafka / MSK; off by default because tansu 0.6 (the test broker) lets
+    /// `read_committed` readers past open transactions (docs/scale-out.md, "In-doubt appends").
+    #[arg(long, env = "OMS_CLUSTER_TRANSACTIONS", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub cluster_transactions: bool,
+
     /// Cluster mode: the base URL other nodes forward this node's requests to
     /// (default: `http://<bind address>`).
     #[arg(long, env = "OMS_ADVERTISE_URL")]
