@@ -474,6 +474,9 @@ pub struct Metrics {
     pub orders_held: Gauge,
     pub orders_archived: Counter,
     pub archive_errors: Counter,
+    /// Cluster mode: takeovers that could not emit all of the previous leader's unemitted
+    /// events (they were older than the kept window).
+    pub cluster_emission_gaps: Counter,
     /// Snapshots written; snapshots that failed to write or were unusable at start.
     pub snapshots_written: Counter,
     pub snapshot_errors: Counter,
@@ -624,6 +627,10 @@ impl Default for Metrics {
             "oms_archive_errors",
             "Failed archive writes (retried until they succeed)",
         );
+        let cluster_emission_gaps = counter(
+            "oms_cluster_emission_gaps",
+            "Cluster takeovers that could not emit every event the previous leader had not",
+        );
         let abandoned = counter(
             "oms_abandoned",
             "Requests answered 503 before their command was logged",
@@ -702,6 +709,7 @@ impl Default for Metrics {
             orders_held,
             orders_archived,
             archive_errors,
+            cluster_emission_gaps,
             snapshots_written,
             snapshot_errors,
             snapshot_bytes,

@@ -325,6 +325,29 @@ async fn three_nodes_share_the_log_survive_a_kill_and_keep_margin() {
         let got = list_orders(&c, &survivors[0], acct).await.len();
         assert_eq!(got, *want, "{acct}: {got} orders for {want} keys");
     }
+    // Events across the kill: how many acknowledged orders have no ORDER_UPDATE on
+    // `order-updates`. A measured figure, not an assertion: emission across a killed leader
+    // is not yet gap-free (docs/scale-out.md, "Known gaps"); the number goes to the notes.
+    let want: HashSet<&str> = ids.values().map(String::as_str).collect();
+    let topic = spec.topic("order-updates");
+    let start = Instant::now();
+    let missing = loop {
+        let seen: HashSet<String> = read_topic(&svc.brokers, &topic)
+            .iter()
+            .filter_map(|r| serde_json::from_slice::<Value>(&r.payload).ok())
+            .filter_map(|v| v["order"]["orderId"].as_str().map(str::to_owned))
+            .collect();
+        let missing = want.iter().filter(|id| !seen.contains(**id)).count();
+        if missing == 0 || start.elapsed() > Duration::from_secs(10) {
+            break missing;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    println!(
+        "CLUSTER events: {missing} of {} acknowledged orders without an ORDER_UPDATE on {topic}",
+        want.len()
+    );
+
     let refs2: Vec<&Node> = nodes[..2].iter().collect();
     let states = wait_converged(&c, &refs2, 1200).await;
     assert_eq!(hashes(&states[1]), hashes(&states[0]), "survivors differ");

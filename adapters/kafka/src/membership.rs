@@ -18,7 +18,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
@@ -33,7 +33,10 @@ use crate::stats::StatsContext;
 /// rebalance: `revoked` must stop all leader work on those partitions before it returns (the
 /// next holder starts only after every member's revoke returned).
 pub trait OwnershipListener: Send + Sync {
-    fn revoked(&self, partitions: &[u32]);
+    /// Returns, per revoked partition, the next offset whose events this node has emitted as
+    /// leader: committed to the group before the partition moves, so the next leader emits
+    /// from there (see [`GroupMember::committed`]).
+    fn revoked(&self, partitions: &[u32]) -> Vec<(u32, u64)>;
     fn assigned(&self, partitions: &[u32]);
 }
 
@@ -62,9 +65,15 @@ fn partitions_of(tpl: &TopicPartitionList) -> Vec<u32> {
 }
 
 impl ConsumerContext for MemberContext {
-    fn pre_rebalance(&self, _c: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    fn pre_rebalance(&self, c: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(tpl) = rebalance {
-            self.listener.revoked(&partitions_of(tpl));
+            let emitted = self.listener.revoked(&partitions_of(tpl));
+            let topic = tpl.elements().first().map(|e| e.topic().to_owned());
+            if let (Some(topic), false) = (topic, emitted.is_empty())
+                && let Err(e) = commit_offsets(c, &topic, &emitted, CommitMode::Sync)
+            {
+                tracing::warn!(error = %e, "could not commit the emitted offsets at revoke");
+            }
         }
     }
 
@@ -123,6 +132,43 @@ impl GroupMember {
         }
     }
 
+    /// Commits, per partition, the next offset whose events this node has emitted as leader
+    /// (asynchronously; the revoke commits synchronously).
+    pub fn commit_emitted(&self, emitted: &[(u32, u64)]) -> Result<(), KafkaAdapterError> {
+        if emitted.is_empty() {
+            return Ok(());
+        }
+        commit_offsets(&self.consumer, &self.topic, emitted, CommitMode::Async)?;
+        Ok(())
+    }
+
+    /// What the previous leaders of `partitions` committed as emitted (`None`: nothing yet).
+    pub fn committed(
+        &self,
+        partitions: &[u32],
+        timeout: Duration,
+    ) -> Result<Vec<(u32, Option<u64>)>, KafkaAdapterError> {
+        let mut tpl = TopicPartitionList::new();
+        for &p in partitions {
+            tpl.add_partition(&self.topic, p as i32);
+        }
+        let got = self.consumer.committed_offsets(tpl, timeout)?;
+        let v = got
+            .elements()
+            .iter()
+            .map(|e| {
+                let off = match e.offset() {
+                    Offset::Offset(o) if o >= 0 => Some(o as u64),
+                    _ => None,
+                };
+                (e.partition() as u32, off)
+            })
+            .collect();
+        // The list must not outlive the call (SERVICES.md pitfall 2).
+        drop(got);
+        Ok(v)
+    }
+
     /// The high watermark (next offset to be written) of every partition of `orders`: a new
     /// leader waits until its replica has applied up to these before it takes requests.
     pub fn high_watermarks(&self, timeout: Duration) -> Result<Vec<u64>, KafkaAdapterError> {
@@ -142,6 +188,19 @@ impl GroupMember {
         // A last poll serves the revoke; dropping closes the consumer.
         self.consumer.poll(Duration::from_millis(100));
     }
+}
+
+fn commit_offsets<C: ConsumerContext>(
+    c: &BaseConsumer<C>,
+    topic: &str,
+    offsets: &[(u32, u64)],
+    mode: CommitMode,
+) -> Result<(), KafkaError> {
+    let mut tpl = TopicPartitionList::new();
+    for &(p, o) in offsets {
+        tpl.add_partition_offset(topic, p as i32, Offset::Offset(o as i64))?;
+    }
+    c.commit(&tpl, mode)
 }
 
 /// One node's claim in `{prefix}members`.

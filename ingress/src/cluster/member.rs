@@ -14,6 +14,9 @@ use super::{Cluster, Takeover};
 
 /// How long a revoked leader waits for requests it already admitted.
 const REVOKE_WAIT: Duration = Duration::from_secs(3);
+/// How often a leader commits how far it has emitted its partitions' events (a killed
+/// leader's successor re-emits at most two of these).
+const COMMIT_EVERY: Duration = Duration::from_secs(1);
 
 struct Listener {
     cluster: Arc<Cluster>,
@@ -22,10 +25,11 @@ struct Listener {
 }
 
 impl OwnershipListener for Listener {
-    fn revoked(&self, partitions: &[u32]) {
+    fn revoked(&self, partitions: &[u32]) -> Vec<(u32, u64)> {
         tracing::info!(?partitions, "cluster: leadership revoked");
         self.cluster.revoke(partitions, REVOKE_WAIT);
         self.changed.store(true, Ordering::Release);
+        self.cluster.emitted(partitions)
     }
 
     fn assigned(&self, partitions: &[u32]) {
@@ -62,24 +66,54 @@ impl Membership {
         let thread = std::thread::Builder::new()
             .name("oms-cluster".into())
             .spawn(move || {
+                let mut last_commit = std::time::Instant::now();
+                let mut last_emitted: Vec<(u32, u64)> = Vec::new();
+                let mut last_seen: Vec<(u32, u64)> = Vec::new();
                 while !stopping.load(Ordering::Acquire) {
                     member.poll(Duration::from_millis(50));
                     let gained: Vec<Vec<u32>> = std::mem::take(&mut *listener.gained.lock());
                     for partitions in gained {
-                        match member.high_watermarks(timeout) {
-                            Ok(high_watermarks) => {
+                        let emit_from = member.committed(&partitions, timeout);
+                        match (member.high_watermarks(timeout), emit_from) {
+                            (Ok(high_watermarks), Ok(emit_from)) => {
                                 let _ = takeovers.send(Takeover {
                                     partitions,
                                     high_watermarks,
+                                    emit_from,
                                 });
                             }
-                            Err(e) => {
+                            (Err(e), _) | (_, Err(e)) => {
                                 // Without the watermarks the replica cannot know when it has
                                 // caught up: give the partitions back to the group.
-                                tracing::error!(error = %e, "cluster: cannot read high watermarks");
+                                tracing::error!(error = %e, "cluster: cannot read high watermarks or committed offsets");
                                 listener.cluster.revoke(&partitions, Duration::ZERO);
                             }
                         }
+                    }
+                    if last_commit.elapsed() >= COMMIT_EVERY {
+                        let cluster = &listener.cluster;
+                        let ready: Vec<u32> = cluster
+                            .owned()
+                            .into_iter()
+                            .filter(|&p| cluster.is_ready_partition(p))
+                            .collect();
+                        // Commit what was handed to the event publisher one interval ago: by now
+                        // it is on the broker (the publisher lingers milliseconds), so a killed
+                        // leader's successor re-emits at most two intervals, never skips.
+                        let emitted = cluster.emitted(&ready);
+                        let settled: Vec<(u32, u64)> = last_seen
+                            .iter()
+                            .filter(|(p, _)| ready.contains(p))
+                            .copied()
+                            .collect();
+                        if settled != last_emitted {
+                            if let Err(e) = member.commit_emitted(&settled) {
+                                tracing::warn!(error = %e, "cluster: could not commit emitted offsets");
+                            }
+                            last_emitted = settled;
+                        }
+                        last_seen = emitted;
+                        last_commit = std::time::Instant::now();
                     }
                     if listener.changed.swap(false, Ordering::AcqRel) {
                         announce(&directory, &listener.cluster);

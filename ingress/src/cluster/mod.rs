@@ -52,6 +52,8 @@ pub struct Cluster {
     in_flight: Vec<AtomicU32>,
     /// Per partition, the next offset this node's replica will apply.
     applied: Vec<AtomicU64>,
+    /// Per led partition, the next offset whose events this node has emitted as leader.
+    emitted: Vec<AtomicU64>,
     /// The group has given this node its first assignment (possibly empty).
     joined: std::sync::atomic::AtomicBool,
     /// Last time `ready` changed to cover every owned partition (for the rebalance metric).
@@ -70,6 +72,7 @@ impl Cluster {
             in_flight: (0..partitions).map(|_| AtomicU32::new(0)).collect(),
             joined: std::sync::atomic::AtomicBool::new(false),
             applied: (0..partitions).map(|_| AtomicU64::new(0)).collect(),
+            emitted: (0..partitions).map(|_| AtomicU64::new(0)).collect(),
             rebalances: AtomicU64::new(0),
         }
     }
@@ -169,6 +172,26 @@ impl Cluster {
             .collect()
     }
 
+    /// Leader events of partition `p` up to (not including) offset `next` are emitted.
+    pub fn set_emitted(&self, p: u32, next: u64) {
+        if let Some(a) = self.emitted.get(p as usize) {
+            a.store(next, Ordering::Release);
+        }
+    }
+
+    /// `(partition, next offset emitted)` for `parts`.
+    pub fn emitted(&self, parts: &[u32]) -> Vec<(u32, u64)> {
+        parts
+            .iter()
+            .filter_map(|&p| Some((p, self.emitted.get(p as usize)?.load(Ordering::Acquire))))
+            .collect()
+    }
+
+    /// This node leads `p` and has caught up on it (its events are emitted directly).
+    pub fn is_ready_partition(&self, p: u32) -> bool {
+        p < MAX_PARTITIONS && self.ready.load(Ordering::Acquire) & (1 << p) != 0
+    }
+
     pub fn set_owners(&self, owners: Vec<Option<Owner>>) {
         *self.owners.write() = owners;
     }
@@ -208,6 +231,9 @@ pub struct Takeover {
     pub partitions: Vec<u32>,
     /// High watermark of every partition of `orders` when the partitions were gained.
     pub high_watermarks: Vec<u64>,
+    /// Per gained partition, the offset the previous leader emitted events up to (committed
+    /// to the group at its revoke or periodically; `None`: never committed).
+    pub emit_from: Vec<(u32, Option<u64>)>,
 }
 
 #[cfg(test)]

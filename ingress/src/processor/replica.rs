@@ -44,6 +44,10 @@ use crate::pipeline::stages::IdemMsg;
 /// How long an applied command of a led account waits for its registration, and a
 /// registration for its record, before it is dropped.
 const EARLY_KEEP: Duration = Duration::from_secs(10);
+/// Events of a partition this node does not lead, kept so that it can emit what the previous
+/// leader had not when it takes the partition over (a killed leader commits its progress
+/// every second; more than this many events behind is a gap, counted and logged).
+const RECENT_EVENTS: usize = 50_000;
 
 /// What cluster mode adds to the processor.
 pub struct ReplicaPlan {
@@ -130,6 +134,8 @@ struct Replica {
     events: Vec<Event>,
     all_events: Vec<Event>,
     leader_events: Vec<Event>,
+    /// Per partition not emitted directly: `(offset, event)` of the newest events.
+    recent: Vec<VecDeque<(u64, Event)>>,
     fb: Vec<Feedback>,
     evicted: Vec<oms_core::Order>,
 }
@@ -152,6 +158,7 @@ pub fn run(
         .iter()
         .map(|i| plan.cluster.symbol_partition(&i.symbol))
         .collect();
+    let n_parts = plan.cluster.partitions() as usize;
     for &(p, next) in &plan.start.next {
         plan.cluster.set_applied(p, next);
     }
@@ -173,6 +180,7 @@ pub fn run(
         events: Vec::with_capacity(256),
         all_events: Vec::with_capacity(1024),
         leader_events: Vec::with_capacity(1024),
+        recent: (0..n_parts).map(|_| VecDeque::new()).collect(),
         fb: Vec::with_capacity(256),
         evicted: Vec::new(),
     };
@@ -299,8 +307,14 @@ impl Replica {
             // Every keyed place, ours included (an idempotent overwrite): whether it was ours
             // can change with leadership while the replica is catching up.
             self.remember_answer(&cmd);
-            if self.plan.cluster.leads(p) {
+            if self.plan.cluster.is_ready_partition(p) {
                 self.leader_events.extend_from_slice(&self.events);
+                self.plan.cluster.set_emitted(p, rec.offset + 1);
+            } else if let Some(q) = self.recent.get_mut(p as usize) {
+                q.extend(self.events.iter().map(|e| (rec.offset, e.clone())));
+                while q.len() > RECENT_EVENTS {
+                    q.pop_front();
+                }
             }
             self.all_events.append(&mut self.events);
         }
