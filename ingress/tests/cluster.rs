@@ -213,6 +213,7 @@ async fn send_all(c: &reqwest::Client, bases: &[String], orders: &[OrderReq]) ->
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn three_nodes_share_the_log_survive_a_kill_and_keep_margin() {
     let Some(svc) = services() else { return };
+    let _heavy = heavy().await;
     let dir = tempfile::tempdir().unwrap();
     let instruments = dir.path().join("instruments.toml");
     std::fs::write(&instruments, instruments_toml()).unwrap();

@@ -178,6 +178,7 @@ async fn check_event_topic(
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn ten_thousand_orders_through_kafka_redis_mongo() {
     let Some(s) = services() else { return };
+    let _heavy = heavy().await;
     let dir = tempfile::tempdir().unwrap();
     let spec = NodeSpec::new(&s, "tenk");
     let node = Node::start(&spec, &dir.path().join("data"), dir.path()).await;
@@ -673,6 +674,7 @@ impl KeyIds {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_down_mid_run_no_failed_request_no_duplicate() {
     let Some(s) = services() else { return };
+    let _heavy = heavy().await;
     let dir = tempfile::tempdir().unwrap();
     let mut redis = OwnServer::start(Kind::Redis, dir.path());
     let mut spec = NodeSpec::new(&s, "redisdown");

@@ -131,6 +131,15 @@ pub fn services() -> Option<Services> {
 
 static UNIQ: AtomicU64 = AtomicU64::new(0);
 
+static HEAVY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Held by the tests that load the shared broker hard and measure timings (the 10k run, the
+/// Redis outage, the 3-node cluster): on two cores, two of them at once starve the broker into
+/// 2 s append timeouts. The other tests still run beside them.
+pub async fn heavy() -> tokio::sync::MutexGuard<'static, ()> {
+    HEAVY.lock().await
+}
+
 /// A lowercase alphanumeric name unique to this run: for topic prefixes, databases, accounts.
 pub fn uniq(tag: &str) -> String {
     let t = SystemTime::now()
