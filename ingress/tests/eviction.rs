@@ -118,11 +118,12 @@ async fn finished_orders_leave_memory_and_are_still_found_with_the_same_json() {
         place(&s, cid, 43_500 + i as u32).await;
     }
 
-    // The archive writes on its own thread: give it a moment on a loaded machine.
+    // The processor applies (and the archive writes) after the acknowledgement, on their own
+    // threads: give them a moment on a loaded machine.
     let mut m = String::new();
     for _ in 0..100 {
         m = s.get("/metrics", None).await.expect(200, "metrics").text;
-        if metric(&m, "oms_orders_archived_total") >= 6.0 {
+        if metric(&m, "oms_orders_archived_total") >= 6.0 && metric(&m, "oms_orders_held") == 4.0 {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
