@@ -430,7 +430,7 @@ async fn sigterm_under_load_stops_quickly_and_restarts_from_the_snapshot() {
             .expect(200, "acknowledged order after restart");
         assert_eq!(got.json["orderId"], body["orderId"]);
     }
-    // Retries of acknowledged requests answer from the restored idempotency image, exactly.
+    // Retries of acknowledged requests answer from the answer store after the restart.
     for ((account, key), body) in acked.iter().take(20) {
         let i: u64 = key.rsplit('-').next().unwrap().parse().unwrap();
         let side = if i.is_multiple_of(2) { "BUY" } else { "SELL" };

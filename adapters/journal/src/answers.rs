@@ -42,6 +42,9 @@ pub const ROTATE_MS: u64 = 15 * 60 * 1000;
 /// ... or once its body file reaches this size (offsets are 32-bit).
 pub const ROTATE_BYTES: u64 = 1 << 30;
 
+/// Appended bytes are written out once this many are buffered, at the latest.
+const FLUSH_BYTES: usize = 1 << 20;
+
 const BODY_HEADER: usize = 4 + 4 + 8 + 8 + 2 + 1 + 1;
 const KEYS_HEADER: usize = 4 + 4 + 8 + 1 + 1;
 
@@ -340,9 +343,14 @@ impl AnswerStore {
         kb[start..start + 4].copy_from_slice(&crc.to_le_bytes());
         w.body_len += len as u64;
         w.dirty = true;
-        let n = self.newest.entry(w.seg).or_default();
+        let (full, seg) = (w.pending_body.len() >= FLUSH_BYTES, w.seg);
+        let n = self.newest.entry(seg).or_default();
         *n = (*n).max(written_ms);
-        Ok(loc(w.seg, off))
+        if full {
+            // Bounded buffers however many answers come between flushes (a long replay).
+            self.flush()?;
+        }
+        Ok(loc(seg, off))
     }
 
     /// Writes what was appended to the files (page cache): one write per file.
