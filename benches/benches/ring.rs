@@ -288,8 +288,14 @@ fn real_pipeline(wait: WaitKind) -> (Pipeline, std::thread::JoinHandle<()>) {
     let answers_dir =
         std::env::temp_dir().join(format!("oms-bench-answers-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&answers_dir);
-    let (answers, _) =
-        AnswerStore::open(&answers_dir, 86_400_000, 0, &mut |_, _, _| {}).expect("answer store");
+    let (answers, _) = AnswerStore::open(
+        &answers_dir,
+        86_400_000,
+        0,
+        &mut |_| {},
+        &mut |_, _, _, _| {},
+    )
+    .expect("answer store");
     let answers_reader = answers.reader();
     let answered_tx = stage_tx.clone();
     Completer::spawn(answers, None, completer_rx, stage_tx, Arc::clone(&metrics))

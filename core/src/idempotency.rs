@@ -26,6 +26,7 @@ use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
 
 use ahash::RandomState;
 
+use crate::ids::{AccountId, IdempotencyKey};
 use crate::ports::{Claim, Completion, IDEMPOTENCY_TTL, IdemKey, StoredResponse};
 
 /// Number of independent hash maps the done entries are split into.
@@ -70,6 +71,13 @@ impl Hasher for PassThrough {
 }
 
 type Shard = HashMap<u64, AnswerLoc, BuildHasherDefault<PassThrough>>;
+
+fn idem_key(account: &[u8], key: &[u8]) -> Option<IdemKey> {
+    Some(IdemKey {
+        account: AccountId::new(std::str::from_utf8(account).ok()?).ok()?,
+        key: IdempotencyKey::new(std::str::from_utf8(key).ok()?).ok()?,
+    })
+}
 
 /// Shard of a hash: bits 32..40, so neither the bucket bits (low) nor hashbrown's tag bits
 /// (top 7) are constant within a shard.
@@ -174,10 +182,14 @@ impl AnswerIndex {
     }
 
     fn hash(&self, key: &IdemKey) -> u64 {
+        self.hash_parts(key.account.as_str().as_bytes(), key.key.as_bytes())
+    }
+
+    fn hash_parts(&self, account: &[u8], key: &[u8]) -> u64 {
         let mut h = self.hasher.build_hasher();
-        h.write(key.account.as_str().as_bytes());
+        h.write(account);
         h.write_u8(0xff);
-        h.write(key.key.as_bytes());
+        h.write(key);
         h.finish()
     }
 
@@ -256,23 +268,46 @@ impl AnswerIndex {
     /// Indexes a stored answer (completion, or rebuilding from the store at start). A later
     /// answer for the same key replaces the earlier one.
     pub fn insert(&mut self, key: &IdemKey, loc: AnswerLoc, src: &dyn AnswerSource) {
-        let h = self.hash(key);
+        self.insert_parts(
+            key.account.as_str().as_bytes(),
+            key.key.as_bytes(),
+            loc,
+            src,
+        );
+    }
+
+    /// [`AnswerIndex::insert`] from the key's bytes (rebuilding from the store at start: no
+    /// `IdemKey` is built unless two keys share a hash).
+    pub fn insert_parts(
+        &mut self,
+        account: &[u8],
+        key: &[u8],
+        loc: AnswerLoc,
+        src: &dyn AnswerSource,
+    ) {
+        let h = self.hash_parts(account, key);
         let shard = &mut self.shards[shard_of(h)];
-        match shard.get_mut(&h) {
-            None => {
-                shard.insert(h, loc);
-                self.len += 1;
-            }
-            Some(old) => {
-                // The slot is another key's only if that answer is still readable and names
-                // a different key (an expired or deleted one can be overwritten).
-                let other = src.answer(*old).is_some_and(|a| a.key != *key);
-                if other {
-                    self.collisions.insert(*key, loc);
-                } else {
-                    *old = loc;
-                    self.collisions.remove(key);
-                }
+        let Some(old) = shard.get_mut(&h) else {
+            shard.insert(h, loc);
+            self.len += 1;
+            return;
+        };
+        // The slot is another key's only if that answer is still readable and names a
+        // different key (an expired or deleted one can be overwritten).
+        let other = src.answer(*old).is_some_and(|a| {
+            a.key.account.as_str().as_bytes() != account || a.key.key.as_bytes() != key
+        });
+        if !other {
+            *old = loc;
+        }
+        if other || !self.collisions.is_empty() {
+            let Some(full) = idem_key(account, key) else {
+                return;
+            };
+            if other {
+                self.collisions.insert(full, loc);
+            } else {
+                self.collisions.remove(&full);
             }
         }
     }
@@ -300,7 +335,6 @@ mod tests {
     use std::collections::HashSet;
 
     use super::*;
-    use crate::ids::{AccountId, IdempotencyKey};
 
     const DAY_MS: u64 = 86_400_000;
 

@@ -371,16 +371,17 @@ pub fn open_answers(
     dir: &std::path::Path,
     now_ms: u64,
 ) -> anyhow::Result<(AnswerStore, AnswerIndex)> {
-    let mut index = AnswerIndex::new();
+    let index = std::cell::RefCell::new(AnswerIndex::new());
     let (store, loaded) = AnswerStore::open(
         dir,
         IDEMPOTENCY_TTL.as_millis() as u64,
         now_ms,
-        &mut |k, l, reader| index.insert(k, l, reader),
+        &mut |n| index.borrow_mut().reserve(n),
+        &mut |a, k, l, reader| index.borrow_mut().insert_parts(a, k, l, reader),
     )
     .with_context(|| format!("cannot open the answer store in {}", dir.display()))?;
     tracing::debug!(?loaded, "answer store opened");
-    Ok((store, index))
+    Ok((store, index.into_inner()))
 }
 
 /// Where the answer store is, and the time its TTL is measured at.
@@ -404,6 +405,17 @@ pub fn restore(
     evicted: &mut dyn FnMut(Vec<Order>),
 ) -> anyhow::Result<Restored> {
     let started = Instant::now();
+    // The answer store loads on its own thread while this one loads the snapshot.
+    let now = answers_at.now_ms;
+    let loader = {
+        let dir = answers_at.dir.to_path_buf();
+        std::thread::Builder::new()
+            .name("oms-answers-load".into())
+            .spawn(move || {
+                let t = Instant::now();
+                open_answers(&dir, now).map(|r| (r, t.elapsed()))
+            })?
+    };
     let end = log.position();
     let mut base: Option<(SnapshotImage, Engine)> = None;
     if let (Some(store), Some(end)) = (store, end.as_ref()) {
@@ -443,9 +455,10 @@ pub fn restore(
         ),
     };
     let loaded_ms = started.elapsed().as_millis() as u64;
-    let now = answers_at.now_ms;
-    let (mut answer_store, mut idem) = open_answers(answers_at.dir, now)?;
-    let answers_ms = started.elapsed().as_millis() as u64 - loaded_ms;
+    let ((mut answer_store, mut idem), answers_took) = loader
+        .join()
+        .map_err(|_| anyhow::anyhow!("loading the answer store panicked"))??;
+    let answers_ms = answers_took.as_millis() as u64;
     let mut answers = Answers {
         index: &mut idem,
         store: &mut answer_store,

@@ -87,7 +87,8 @@ fn image_after(table: &InstrumentTable, cmds: &[Command], seq: u64) -> SnapshotI
 /// Stores the answers of the keyed places in `cmds` as the completer does while running
 /// (before a snapshot covering them is written).
 fn store_answers(dir: &std::path::Path, table: &InstrumentTable, cmds: &[Command]) {
-    let (mut store, _) = AnswerStore::open(dir, 86_400_000, 0, &mut |_, _, _| {}).unwrap();
+    let (mut store, _) =
+        AnswerStore::open(dir, 86_400_000, 0, &mut |_| {}, &mut |_, _, _, _| {}).unwrap();
     for c in cmds {
         if let Command::Place(p) = c {
             let (status, body) = oms_wire::place_ack(table, p, "");

@@ -172,6 +172,10 @@ pub struct AnswerStore {
     next_seg: u32,
 }
 
+/// Called by [`AnswerStore::open`] with each live answer: account bytes, key bytes, its
+/// location, and a reader that can read it back.
+pub type Found<'a> = dyn FnMut(&[u8], &[u8], AnswerLoc, &AnswerReader) + 'a;
+
 /// What [`AnswerStore::open`] found.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Loaded {
@@ -181,14 +185,16 @@ pub struct Loaded {
 }
 
 impl AnswerStore {
-    /// Opens (creating) `dir`; every live answer is passed to `found` (with a reader that
-    /// can read it back), oldest first. Segments whose answers all expired by `now_ms` are
-    /// deleted.
+    /// Opens (creating) `dir`. `reserve` hears how many answers there are at most, then
+    /// every live answer is passed to `found` (account and key bytes, location, a reader
+    /// that can read it back), oldest first. Segments whose answers all expired by `now_ms`
+    /// are deleted.
     pub fn open(
         dir: &Path,
         ttl_ms: u64,
         now_ms: u64,
-        found: &mut dyn FnMut(&IdemKey, AnswerLoc, &AnswerReader),
+        reserve: &mut dyn FnMut(usize),
+        found: &mut Found<'_>,
     ) -> io::Result<(AnswerStore, Loaded)> {
         fs::create_dir_all(dir)?;
         let mut segs = Vec::new();
@@ -209,9 +215,22 @@ impl AnswerStore {
             cur: None,
             next_seg: segs.last().map_or(1, |s| s + 1),
         };
-        let mut loaded = Loaded::default();
+        let mut files = Vec::with_capacity(segs.len());
         for seg in segs {
-            let keys = fs::read(file(dir, seg, "keys"))?;
+            files.push((seg, fs::read(file(dir, seg, "keys"))?));
+        }
+        // Records of all files, counted without checking them: the index is sized once.
+        let mut records = 0;
+        for (_, keys) in &files {
+            let mut pos = 0;
+            while let Some(h) = keys.get(pos..pos + KEYS_HEADER) {
+                pos += KEYS_HEADER + h[16] as usize + h[17] as usize;
+                records += 1;
+            }
+        }
+        reserve(records);
+        let mut loaded = Loaded::default();
+        for (seg, keys) in files {
             let body = match File::open(file(dir, seg, "body")) {
                 Ok(f) => f,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {
@@ -236,13 +255,11 @@ impl AnswerStore {
                 pos += rec.len();
                 let off = u32::from_le_bytes(rec[4..8].try_into().unwrap());
                 let written = u64::from_le_bytes(rec[8..16].try_into().unwrap());
-                let Some(key) = decode_key(&rec[KEYS_HEADER..], al) else {
-                    continue;
-                };
                 newest = newest.max(written);
                 if written.saturating_add(ttl_ms) > now_ms && u64::from(off) < body_len {
                     live += 1;
-                    found(&key, loc(seg, off), &store.reader);
+                    let (account, key) = rec[KEYS_HEADER..].split_at(al);
+                    found(account, key, loc(seg, off), &store.reader);
                 }
             }
             store.newest.insert(seg, newest);
@@ -476,7 +493,10 @@ mod tests {
 
     fn open(dir: &Path, now: u64) -> (AnswerStore, Vec<(IdemKey, AnswerLoc)>) {
         let mut found = Vec::new();
-        let (s, _) = AnswerStore::open(dir, TTL, now, &mut |k, l, _| found.push((*k, l))).unwrap();
+        let (s, _) = AnswerStore::open(dir, TTL, now, &mut |_| {}, &mut |a, k, l, _| {
+            found.push((decode_key(&[a, k].concat(), a.len()).unwrap(), l))
+        })
+        .unwrap();
         (s, found)
     }
 

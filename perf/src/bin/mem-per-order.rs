@@ -78,7 +78,7 @@ fn engine(table: &InstrumentTable) -> Engine {
         EngineConfig {
             risk: RiskConfig {
                 max_open_orders: u32::MAX,
-                dev_default_equity: Some(Money::parse("1000000000000").expect("money")),
+                dev_default_equity: Some(Money::parse("1000000000").expect("money")),
                 ..RiskConfig::default()
             },
             retain_terminal: usize::MAX,
