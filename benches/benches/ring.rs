@@ -30,16 +30,17 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use disruptor::wait_strategies::WaitStrategy;
 use disruptor::{BusySpinWithSpinLoopHint, Producer, build_multi_producer};
 use oms_core::command::{Command, RiskDecision};
-use oms_core::idempotency::MemoryIdempotency;
+use oms_core::idempotency::AnswerIndex;
 use oms_core::ports::{Checkpoint, LogError, OrderLog};
 use oms_core::{AccountId, IdempotencyKey, InstrumentTable, Money, RiskConfig, RiskEngine};
 use oms_ingress::config::{StageLayout, WaitKind};
 use oms_ingress::metrics::Metrics;
 use oms_ingress::pipeline::handoff::{Durable, Feedback};
-use oms_ingress::pipeline::idempotency::IdempotencyStage;
+use oms_ingress::pipeline::idempotency::{Completer, IdempotencyStage};
 use oms_ingress::pipeline::slot::{RawPlace, Reply, Slot, SlotData, Work};
 use oms_ingress::pipeline::stages::{self, PublishConfig, PublishStage};
 use oms_ingress::pipeline::{Pipeline, PreciseSleep, RingConfig, Stages, Yield};
+use oms_journal::AnswerStore;
 
 /// oms's default `--ring-size`.
 const RING: usize = 16_384;
@@ -281,7 +282,24 @@ fn real_pipeline(wait: WaitKind) -> (Pipeline, std::thread::JoinHandle<()>) {
             ..RiskConfig::default()
         },
     );
-    let (idem_tx, idem_rx) = crossbeam_channel::unbounded();
+    let (idem_tx, completer_rx) = crossbeam_channel::unbounded();
+    let (stage_tx, idem_rx) = crossbeam_channel::unbounded();
+    // Answers go to an answer store in a scratch directory, as in `oms serve`.
+    let answers_dir =
+        std::env::temp_dir().join(format!("oms-bench-answers-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&answers_dir);
+    let (answers, _) = AnswerStore::open(
+        &answers_dir,
+        86_400_000,
+        0,
+        &mut |_| {},
+        &mut |_, _, _, _| {},
+    )
+    .expect("answer store");
+    let answers_reader = answers.reader();
+    let answered_tx = stage_tx.clone();
+    Completer::spawn(answers, None, completer_rx, stage_tx, Arc::clone(&metrics))
+        .expect("completer thread");
     let (feedback_tx, feedback_rx) = crossbeam_channel::unbounded();
     let (processor_tx, processor_rx) = crossbeam_channel::unbounded::<Vec<Durable>>();
     // Stands in for the processor: every accepted order is "done" at once (its reservation
@@ -319,6 +337,7 @@ fn real_pipeline(wait: WaitKind) -> (Pipeline, std::thread::JoinHandle<()>) {
             max_batch: 1024,
             max_in_flight: 8,
             test_stall: Duration::ZERO,
+            answered_to: Some(answered_tx),
         },
     );
     let pipeline = Pipeline::start(
@@ -333,7 +352,8 @@ fn real_pipeline(wait: WaitKind) -> (Pipeline, std::thread::JoinHandle<()>) {
         Stages {
             validate: stages::validate_stage(Arc::clone(&table), Arc::clone(&metrics)),
             idempotency: IdempotencyStage::new(
-                MemoryIdempotency::new(),
+                AnswerIndex::new(),
+                answers_reader,
                 None,
                 idem_rx,
                 1,

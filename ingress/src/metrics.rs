@@ -472,6 +472,8 @@ pub struct Metrics {
     /// Orders the engine holds (open + the newest finished); finished orders archived;
     /// archive write failures (retried).
     pub orders_held: Gauge,
+    /// Answered idempotency keys in the local index (16 bytes each; answers are on disk).
+    pub idempotency_keys: Gauge,
     pub orders_archived: Counter,
     pub archive_errors: Counter,
     /// Cluster mode: takeovers that could not emit all of the previous leader's unemitted
@@ -649,6 +651,12 @@ impl Default for Metrics {
             "Orders held in memory: open ones and the newest finished ones",
             orders_held.clone(),
         );
+        let idempotency_keys = Gauge::default();
+        r.register(
+            "oms_idempotency_keys",
+            "Answered idempotency keys indexed in memory (their answers are in the on-disk answer store)",
+            idempotency_keys.clone(),
+        );
         let http_connections = Gauge::default();
         r.register(
             "oms_http_connections",
@@ -707,6 +715,7 @@ impl Default for Metrics {
             http_connections_refused,
             http_connections_evicted,
             orders_held,
+            idempotency_keys,
             orders_archived,
             archive_errors,
             cluster_emission_gaps,

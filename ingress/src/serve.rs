@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use oms_archive::OrderArchive;
-use oms_core::idempotency::MemoryIdempotency;
+use oms_core::idempotency::AnswerIndex;
+use oms_core::ids::Clock as _;
 use oms_core::ports::{Checkpoint, OrderLog};
 use oms_core::{Engine, EngineConfig, InstrumentTable, Money, RiskConfig};
 use oms_journal::{Retention, SnapshotStore};
@@ -59,15 +60,22 @@ pub fn engine_config(args: &ServeArgs) -> anyhow::Result<EngineConfig> {
     })
 }
 
-/// Replays the whole log into a fresh engine and idempotency index (no snapshot).
+/// Replays the whole log into a fresh engine and the idempotency index over the answer
+/// store in `answers_dir` (no snapshot); answers older than the TTL at `now_ms` are dropped.
 pub fn recover(
     log: &mut dyn OrderLog,
     table: &InstrumentTable,
     cfg: EngineConfig,
+    answers_dir: &std::path::Path,
+    now_ms: u64,
     metrics: &Metrics,
-) -> anyhow::Result<(Engine, MemoryIdempotency, Checkpoint)> {
-    let r = crate::snapshots::restore(log, table, cfg, None, metrics, &mut |_| {})?;
-    Ok((r.engine, r.idem, r.checkpoint))
+) -> anyhow::Result<(Engine, AnswerIndex, oms_journal::AnswerStore, Checkpoint)> {
+    let answers = crate::snapshots::AnswersAt {
+        dir: answers_dir,
+        now_ms,
+    };
+    let r = crate::snapshots::restore(log, table, cfg, None, answers, metrics, &mut |_| {})?;
+    Ok((r.engine, r.idem, r.answers, r.checkpoint))
 }
 
 /// Opens the archive of finished orders and starts its thread.
@@ -194,11 +202,27 @@ pub async fn run(
             &table,
             cfg,
             Some(&store),
+            crate::snapshots::AnswersAt {
+                dir: &args.data_dir.join("answers"),
+                now_ms: SystemClock.now_nanos() / 1_000_000,
+            },
             &metrics,
             &mut move |orders| archiver.send(ArchiveMsg::Put(orders)),
         )?
     };
     let (mut engine, mut idem) = (restored.engine, restored.idem);
+    // publish → completer (stores answers) → idempotency stage.
+    let (idem_tx, completer_rx) = crossbeam_channel::unbounded();
+    let (stage_tx, idem_rx) = crossbeam_channel::unbounded();
+    let answered_tx = stage_tx.clone();
+    let answers = restored.answers.reader();
+    let completer = crate::pipeline::idempotency::Completer::spawn(
+        restored.answers,
+        backends.shared_completion.take(),
+        completer_rx,
+        stage_tx,
+        Arc::clone(&metrics),
+    )?;
     engine.reserve(args.reserve_orders);
     idem.reserve(args.reserve_orders);
     let r1 = engine.risk().clone();
@@ -219,8 +243,7 @@ pub async fn run(
         backends.log = Box::new(log);
         let tx = crate::snapshots::Snapshotter::spawn(
             store,
-            Arc::clone(&table),
-            restored.image,
+            Some(completer.clone()),
             crate::snapshots::SnapshotConfig {
                 journal_root: (args.log == crate::config::LogKind::Embedded)
                     .then(|| args.data_dir.clone()),
@@ -248,23 +271,6 @@ pub async fn run(
         );
     }
 
-    let (mut idem_tx, idem_rx) = crossbeam_channel::unbounded();
-    // Straight to the idempotency stage (not through the shared-store completer): cluster
-    // mode's answers of other nodes' places, which those nodes stored themselves.
-    let idem_local_tx = idem_tx.clone();
-    let completer = match backends.shared_completion.take() {
-        Some(store) => {
-            let (relay_tx, relay_rx) = crossbeam_channel::unbounded();
-            let c = crate::pipeline::idempotency::Completer::spawn(
-                store,
-                relay_rx,
-                std::mem::replace(&mut idem_tx, relay_tx),
-                Arc::clone(&metrics),
-            )?;
-            Some(c)
-        }
-        None => None,
-    };
     let (feedback_tx, feedback_rx) = crossbeam_channel::unbounded();
     let (processor_tx, processor_rx) = crossbeam_channel::unbounded();
     let (query_tx, query_rx) = crossbeam_channel::bounded(4096);
@@ -309,7 +315,9 @@ pub async fn run(
                     records: records_rx,
                     takeovers: takeover_rx,
                     cluster: Arc::clone(&c.cluster),
-                    idem: idem_local_tx,
+                    // Through the completer: it stores the answer bytes; the stage keeps
+                    // 16 bytes per key pointing at them.
+                    idem: idem_tx.clone(),
                     leader_sinks,
                     table: Arc::clone(&table),
                     start: c.start.clone(),
@@ -370,6 +378,7 @@ pub async fn run(
             max_batch: args.max_batch.max(1),
             max_in_flight: args.log_in_flight.max(2),
             test_stall: Duration::from_millis(args.test_stall_log_ms),
+            answered_to: Some(answered_tx),
         },
     );
     let ring_size = args.ring_size.max(64).next_power_of_two();
@@ -386,6 +395,7 @@ pub async fn run(
             validate: stages::validate_stage(Arc::clone(&table), Arc::clone(&metrics)),
             idempotency: IdempotencyStage::new(
                 idem,
+                answers,
                 backends.shared_idempotency.take(),
                 idem_rx,
                 args.node_seed(),
@@ -494,10 +504,9 @@ pub async fn run(
     if let Some(r) = replica {
         let _ = tokio::task::spawn_blocking(move || r.stop()).await;
     }
-    if let Some(c) = completer {
-        // No claim of this node stays `pending` in the shared store after it stops.
-        let _ = tokio::task::spawn_blocking(move || c.flush(Duration::from_secs(2))).await;
-    }
+    // No claim of this node stays `pending` in the shared store after it stops, and every
+    // answer is on disk.
+    let _ = tokio::task::spawn_blocking(move || completer.sync(Duration::from_secs(2))).await;
     tracing::info!(
         stop_ms = stop_started.elapsed().as_millis() as u64,
         "stopped"
@@ -652,29 +661,33 @@ mod tests {
             Command::Void(VoidOrder::of(&voided).unwrap()),
         ]);
         let metrics = Metrics::default();
-        let (engine, mut idem, _) =
-            recover(&mut log, &table, EngineConfig::default(), &metrics).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let (engine, mut idem, answers, _) = recover(
+            &mut log,
+            &table,
+            EngineConfig::default(),
+            dir.path(),
+            30,
+            &metrics,
+        )
+        .unwrap();
         assert!(
             engine.order(OrderId(1)).is_none(),
             "a voided place must never execute"
         );
         assert!(engine.order(OrderId(2)).is_some());
-        let mut out = Vec::new();
-        let claim = |key: &str| oms_core::ports::ClaimRequest {
-            key: IdemKey {
-                account: AccountId::new("a").unwrap(),
-                key: IdempotencyKey::new(key).unwrap(),
-            },
-            fingerprint: 1,
+        let key = |key: &str| IdemKey {
+            account: AccountId::new("a").unwrap(),
+            key: IdempotencyKey::new(key).unwrap(),
         };
-        use oms_core::ports::IdempotencyStore as _;
-        idem.claim_batch(&[claim("k1"), claim("k2")], 30, &mut out)
-            .unwrap();
         assert_eq!(
-            out[0],
+            idem.claim(&key("k1"), 1, 30, &answers),
             oms_core::ports::Claim::New,
             "the voided key is free for a retry"
         );
-        assert!(matches!(out[1], oms_core::ports::Claim::Replay(_)));
+        assert!(matches!(
+            idem.claim(&key("k2"), 1, 30, &answers),
+            oms_core::ports::Claim::Replay(_)
+        ));
     }
 }

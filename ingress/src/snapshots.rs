@@ -9,25 +9,34 @@
 //!   the checkpoint in a snapshot is exactly the position of the state it describes.
 //! * The processor decides when (every N commands or T seconds, and at stop), encodes the
 //!   engine (the only part that must run on its thread) and hands the bytes to the
-//!   [`Snapshotter`] thread, which keeps the image of the live idempotency answers (fed with
-//!   every keyed place, rendered here, off the hot path), hashes, writes the file crash-safely
-//!   and applies journal retention.
+//!   [`Snapshotter`] thread, which makes every idempotency answer given so far durable in the
+//!   answer store (through the completer), hashes, writes the file crash-safely and applies
+//!   journal retention.
 //! * [`restore`] loads the newest snapshot that verifies (checksum, versions, a checkpoint
-//!   inside the log), falling back to older ones and finally to a full replay.
+//!   inside the log), falling back to older ones and finally to a full replay, and rebuilds
+//!   the idempotency index from the answer store plus the answers of the log tail.
+//!
+//! The idempotency answers are not in the snapshot: they are in the append-only answer store
+//! ([`oms_journal::answers`]), written as they are given and fsynced before every snapshot.
+//! A snapshot carrying them (as it did first) rewrote every live answer each time — 534 MB
+//! per snapshot at 1 M orders — and the image of them doubled their memory. The answers of
+//! commands after the snapshot's checkpoint are in the store too unless a crash cut them
+//! off; the tail replay re-renders exactly those (the answer is a pure function of the logged
+//! place, `oms_wire::place_ack`, so the bytes are the ones sent).
 
 use std::sync::Arc;
 use std::time::Instant;
 
-use ahash::AHashMap;
 use anyhow::Context as _;
 use crossbeam_channel::{Receiver, Sender};
 use oms_core::command::{Command, PlaceOrder};
-use oms_core::idempotency::MemoryIdempotency;
+use oms_core::idempotency::AnswerIndex;
 use oms_core::ports::{Checkpoint, IDEMPOTENCY_TTL, IdemKey, LogError, OrderLog, StoredResponse};
-use oms_core::{AccountId, Engine, EngineConfig, IdempotencyKey, InstrumentTable, Order};
-use oms_journal::{Retention, SnapshotImage, SnapshotStore, remove_segments_before};
+use oms_core::{Engine, EngineConfig, InstrumentTable, Order};
+use oms_journal::{AnswerStore, Retention, SnapshotImage, SnapshotStore, remove_segments_before};
 
 use crate::metrics::Metrics;
+use crate::pipeline::idempotency::Completer;
 
 /// The order log with its position reported after every append (see the module docs).
 pub struct PositionedLog {
@@ -78,134 +87,6 @@ impl OrderLog for PositionedLog {
     }
 }
 
-/// One live idempotency answer, as sent.
-#[derive(Clone, Debug, PartialEq, Eq)]
-struct Answer {
-    fingerprint: u64,
-    status: u16,
-    body: Box<[u8]>,
-    written_ms: u64,
-}
-
-/// The live idempotency answers at the snapshot's log position.
-#[derive(Debug, Default)]
-pub struct IdemImage {
-    map: AHashMap<IdemKey, Answer>,
-}
-
-fn invalid(what: &str) -> anyhow::Error {
-    anyhow::anyhow!("idempotency image: invalid {what}")
-}
-
-impl IdemImage {
-    pub fn len(&self) -> usize {
-        self.map.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
-    }
-
-    /// Records the answer of a logged, keyed place (the same bytes the client got).
-    pub fn record_place(&mut self, table: &InstrumentTable, p: &PlaceOrder) {
-        let Some(key) = p.idempotency_key else { return };
-        let corr = p.correlation_id.as_ref().map_or("", |c| c.as_str());
-        let (status, body) = oms_wire::place_ack(table, p, corr);
-        self.map.insert(
-            IdemKey {
-                account: p.account,
-                key,
-            },
-            Answer {
-                fingerprint: p.fingerprint,
-                status,
-                body: body.into_boxed_slice(),
-                written_ms: p.ts / 1_000_000,
-            },
-        );
-    }
-
-    /// Drops answers older than the TTL.
-    pub fn purge(&mut self, now_ms: u64, ttl_ms: u64) {
-        self.map
-            .retain(|_, a| a.written_ms.saturating_add(ttl_ms) > now_ms);
-    }
-
-    /// Fills the idempotency stage's index.
-    pub fn fill(&self, idem: &mut MemoryIdempotency) {
-        for (k, a) in &self.map {
-            idem.record_done(
-                *k,
-                a.fingerprint,
-                StoredResponse {
-                    status: a.status,
-                    body: a.body.to_vec(),
-                },
-                a.written_ms,
-            );
-        }
-    }
-
-    /// `count u64 | (account, key: u8 len + bytes, fingerprint u64, written_ms u64,
-    /// status u16, body: u32 len + bytes)*`.
-    pub fn encode(&self, out: &mut Vec<u8>) {
-        out.extend_from_slice(&(self.map.len() as u64).to_le_bytes());
-        for (k, a) in &self.map {
-            for s in [k.account.as_str().as_bytes(), k.key.as_bytes()] {
-                out.push(s.len() as u8);
-                out.extend_from_slice(s);
-            }
-            out.extend_from_slice(&a.fingerprint.to_le_bytes());
-            out.extend_from_slice(&a.written_ms.to_le_bytes());
-            out.extend_from_slice(&a.status.to_le_bytes());
-            out.extend_from_slice(&(a.body.len() as u32).to_le_bytes());
-            out.extend_from_slice(&a.body);
-        }
-    }
-
-    pub fn decode(bytes: &[u8]) -> anyhow::Result<IdemImage> {
-        let mut pos = 0usize;
-        let mut take = |n: usize| -> anyhow::Result<&[u8]> {
-            let s = bytes
-                .get(pos..pos + n)
-                .ok_or_else(|| invalid("length (truncated)"))?;
-            pos += n;
-            Ok(s)
-        };
-        let n = u64::from_le_bytes(take(8)?.try_into()?);
-        if n > bytes.len() as u64 {
-            return Err(invalid("count"));
-        }
-        let mut map = AHashMap::with_capacity(n as usize);
-        for _ in 0..n {
-            let l = take(1)?[0] as usize;
-            let account = std::str::from_utf8(take(l)?).map_err(|_| invalid("account"))?;
-            let account = AccountId::new(account).map_err(|_| invalid("account"))?;
-            let l = take(1)?[0] as usize;
-            let key = std::str::from_utf8(take(l)?).map_err(|_| invalid("key"))?;
-            let key = IdempotencyKey::new(key).map_err(|_| invalid("key"))?;
-            let fingerprint = u64::from_le_bytes(take(8)?.try_into()?);
-            let written_ms = u64::from_le_bytes(take(8)?.try_into()?);
-            let status = u16::from_le_bytes(take(2)?.try_into()?);
-            let l = u32::from_le_bytes(take(4)?.try_into()?) as usize;
-            let body = take(l)?.into();
-            map.insert(
-                IdemKey { account, key },
-                Answer {
-                    fingerprint,
-                    status,
-                    body,
-                    written_ms,
-                },
-            );
-        }
-        if pos != bytes.len() {
-            return Err(invalid("trailing bytes"));
-        }
-        Ok(IdemImage { map })
-    }
-}
-
 /// Snapshot-thread settings (`--journal-retention`; when to snapshot is the processor's).
 #[derive(Clone, Debug)]
 pub struct SnapshotConfig {
@@ -216,8 +97,6 @@ pub struct SnapshotConfig {
 
 /// Messages to the snapshot thread, in processor order.
 pub enum SnapMsg {
-    /// Keyed places just applied: their answers join the image.
-    Places(Vec<PlaceOrder>),
     /// Write a snapshot of this engine image at this checkpoint; `done` hears when it is on
     /// disk (or failed).
     Take {
@@ -231,17 +110,14 @@ pub enum SnapMsg {
     },
 }
 
-/// Wall-clock milliseconds, for the TTL of idempotency answers.
-fn now_ms() -> u64 {
-    use oms_core::ids::Clock as _;
-    crate::clock::SystemClock.now_nanos() / 1_000_000
-}
+/// How long a snapshot waits for the answer store to be fsynced.
+const ANSWERS_SYNC_BOUND: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// The snapshot writer thread. See the module docs.
 pub struct Snapshotter {
     store: SnapshotStore,
-    table: Arc<InstrumentTable>,
-    image: IdemImage,
+    /// Makes the answers durable before a snapshot (`None`: no answers to keep, tests).
+    answers: Option<Completer>,
     cfg: SnapshotConfig,
     metrics: Arc<Metrics>,
     next_seq: u64,
@@ -251,8 +127,7 @@ impl Snapshotter {
     /// Starts the thread; returns the sender the processor uses.
     pub fn spawn(
         store: SnapshotStore,
-        table: Arc<InstrumentTable>,
-        image: IdemImage,
+        answers: Option<Completer>,
         cfg: SnapshotConfig,
         metrics: Arc<Metrics>,
     ) -> anyhow::Result<Sender<SnapMsg>> {
@@ -260,8 +135,7 @@ impl Snapshotter {
         let (tx, rx) = crossbeam_channel::unbounded();
         let mut s = Snapshotter {
             store,
-            table,
-            image,
+            answers,
             cfg,
             metrics,
             next_seq,
@@ -278,11 +152,6 @@ impl Snapshotter {
 
     fn handle(&mut self, msg: SnapMsg) {
         match msg {
-            SnapMsg::Places(places) => {
-                for p in &places {
-                    self.image.record_place(&self.table, p);
-                }
-            }
             SnapMsg::Take {
                 engine,
                 checkpoint,
@@ -313,18 +182,20 @@ impl Snapshotter {
         applied: u64,
     ) -> anyhow::Result<()> {
         let started = Instant::now();
-        self.image
-            .purge(now_ms(), IDEMPOTENCY_TTL.as_millis() as u64);
+        // Every command up to `checkpoint` was answered before the processor applied it, so
+        // its answer is queued at the completer by now: after this, the store holds them all.
+        if let Some(c) = &self.answers
+            && !c.sync(ANSWERS_SYNC_BOUND)
+        {
+            anyhow::bail!("the idempotency answers could not be made durable");
+        }
         let state_hash = Engine::snapshot_state_hash(&engine)?;
-        let mut idem = Vec::with_capacity(64 + self.image.len() * 320);
-        self.image.encode(&mut idem);
         let img = SnapshotImage {
             seq: self.next_seq,
             applied,
             state_hash,
             checkpoint,
             engine,
-            idem,
         };
         self.next_seq += 1;
         let bytes = self.store.write(&img)?;
@@ -338,7 +209,6 @@ impl Snapshotter {
             seq = img.seq,
             bytes,
             applied,
-            answers = self.image.len(),
             took_ms = started.elapsed().as_millis() as u64,
             "snapshot written"
         );
@@ -368,8 +238,10 @@ impl Snapshotter {
 /// What start-up recovered.
 pub struct Restored {
     pub engine: Engine,
-    pub idem: MemoryIdempotency,
-    pub image: IdemImage,
+    /// The idempotency index over `answers`.
+    pub idem: AnswerIndex,
+    /// The answer store, every answer of the log so far in it (flushed, for the completer).
+    pub answers: AnswerStore,
     /// The log position after the last record applied.
     pub checkpoint: Checkpoint,
     /// Commands applied since the beginning of the log (snapshot + tail).
@@ -378,14 +250,64 @@ pub struct Restored {
     pub snapshot_seq: Option<u64>,
 }
 
-/// Replays the log after `from` into `engine` and the image of idempotency answers,
-/// skipping voided commands (two passes: voids are rare and the first pass only decodes).
+/// The idempotency index and its answer store during recovery.
+pub struct Answers<'a> {
+    pub index: &'a mut AnswerIndex,
+    pub store: &'a mut AnswerStore,
+    pub table: &'a InstrumentTable,
+    pub now_ms: u64,
+    /// Answers re-rendered from the log (missing from the store).
+    pub rendered: u64,
+}
+
+impl Answers<'_> {
+    /// Makes sure the answer to a replayed keyed place is stored: it is unless a crash cut
+    /// the store short after the last snapshot; then it is rendered again from the command
+    /// (a pure function of it, so the same bytes the client got).
+    pub fn record_place(&mut self, p: &PlaceOrder) -> anyhow::Result<()> {
+        let Some(key) = p.idempotency_key else {
+            return Ok(());
+        };
+        let ttl = IDEMPOTENCY_TTL.as_millis() as u64;
+        let written_ms = p.ts / 1_000_000;
+        if written_ms.saturating_add(ttl) <= self.now_ms {
+            return Ok(());
+        }
+        let key = IdemKey {
+            account: p.account,
+            key,
+        };
+        if self
+            .index
+            .find(&key, self.now_ms, &*self.store)
+            .is_some_and(|a| a.fingerprint == p.fingerprint)
+        {
+            return Ok(());
+        }
+        let corr = p.correlation_id.as_ref().map_or("", |c| c.as_str());
+        let (status, body) = oms_wire::place_ack(self.table, p, corr);
+        let loc = self
+            .store
+            .append(
+                &key,
+                p.fingerprint,
+                written_ms,
+                &StoredResponse { status, body },
+            )
+            .context("appending to the answer store")?;
+        self.index.insert(&key, loc, &*self.store);
+        self.rendered += 1;
+        Ok(())
+    }
+}
+
+/// Replays the log after `from` into `engine` and the idempotency answers, skipping voided
+/// commands (two passes: voids are rare and the first pass only decodes).
 pub fn replay_tail(
     log: &mut dyn OrderLog,
     from: &Checkpoint,
-    table: &InstrumentTable,
     engine: &mut Engine,
-    image: &mut IdemImage,
+    answers: &mut Answers<'_>,
     evicted: &mut dyn FnMut(Vec<Order>),
 ) -> anyhow::Result<(Checkpoint, u64)> {
     let mut voided = std::collections::HashSet::new();
@@ -403,6 +325,7 @@ pub fn replay_tail(
     }
     let mut events = Vec::with_capacity(64);
     let mut n = 0u64;
+    let mut failed = None;
     let checkpoint = log
         .replay(from, &mut |cmd: &Command| {
             if matches!(cmd, Command::Void(_)) {
@@ -415,10 +338,10 @@ pub fn replay_tail(
             }
             events.clear();
             engine.apply(cmd, &mut events);
-            if let Command::Place(p) = cmd {
-                // The stored answer is a pure function of the logged command, so it is
-                // byte-identical to the one the client got before the restart.
-                image.record_place(table, p);
+            if let Command::Place(p) = cmd
+                && let Err(e) = answers.record_place(p)
+            {
+                failed.get_or_insert(e);
             }
             n += 1;
             if n.is_multiple_of(4096) {
@@ -427,7 +350,11 @@ pub fn replay_tail(
             }
         })
         .context("replaying the order log")?;
+    if let Some(e) = failed {
+        return Err(e);
+    }
     drain(engine, evicted);
+    answers.store.flush().context("writing the answer store")?;
     Ok((checkpoint, n))
 }
 
@@ -439,23 +366,62 @@ fn drain(engine: &mut Engine, evicted: &mut dyn FnMut(Vec<Order>)) {
     }
 }
 
-/// Loads the newest usable snapshot, then the log tail; a full replay without one. Orders
-/// the engine evicts on the way are handed to `evicted` (the archive).
+/// Opens the answer store in `dir` and indexes every live answer in it.
+pub fn open_answers(
+    dir: &std::path::Path,
+    now_ms: u64,
+) -> anyhow::Result<(AnswerStore, AnswerIndex)> {
+    let index = std::cell::RefCell::new(AnswerIndex::new());
+    let (store, loaded) = AnswerStore::open(
+        dir,
+        IDEMPOTENCY_TTL.as_millis() as u64,
+        now_ms,
+        &mut |n| index.borrow_mut().reserve(n),
+        &mut |a, k, l, reader| index.borrow_mut().insert_parts(a, k, l, reader),
+    )
+    .with_context(|| format!("cannot open the answer store in {}", dir.display()))?;
+    tracing::debug!(?loaded, "answer store opened");
+    Ok((store, index.into_inner()))
+}
+
+/// Where the answer store is, and the time its TTL is measured at.
+#[derive(Clone, Copy, Debug)]
+pub struct AnswersAt<'a> {
+    pub dir: &'a std::path::Path,
+    /// Wall-clock ms in `oms serve`; answers written a TTL before it are dropped.
+    pub now_ms: u64,
+}
+
+/// Loads the newest usable snapshot, then the log tail; a full replay without one. The
+/// idempotency index is rebuilt from the answer store. Orders the engine evicts on the way
+/// are handed to `evicted` (the archive).
 pub fn restore(
     log: &mut dyn OrderLog,
     table: &InstrumentTable,
     cfg: EngineConfig,
     store: Option<&SnapshotStore>,
+    answers_at: AnswersAt<'_>,
     metrics: &Metrics,
     evicted: &mut dyn FnMut(Vec<Order>),
 ) -> anyhow::Result<Restored> {
     let started = Instant::now();
+    // The answer store loads on its own thread while this one loads the snapshot.
+    let now = answers_at.now_ms;
+    let loader = {
+        let dir = answers_at.dir.to_path_buf();
+        std::thread::Builder::new()
+            .name("oms-answers-load".into())
+            .spawn(move || {
+                let t = Instant::now();
+                open_answers(&dir, now).map(|r| (r, t.elapsed()))
+            })?
+    };
     let end = log.position();
-    let mut base: Option<(SnapshotImage, Engine, IdemImage)> = None;
+    let mut base: Option<(SnapshotImage, Engine)> = None;
     if let (Some(store), Some(end)) = (store, end.as_ref()) {
         for seq in store.list()? {
             let path = store.path(seq);
-            let attempt = (|| -> anyhow::Result<(SnapshotImage, Engine, IdemImage)> {
+            let attempt = (|| -> anyhow::Result<(SnapshotImage, Engine)> {
                 let img = store.read(seq)?;
                 for (p, o) in &img.checkpoint.next {
                     if *o > end.next_offset(*p) {
@@ -465,8 +431,7 @@ pub fn restore(
                     }
                 }
                 let engine = Engine::restore(table.clone(), cfg.clone(), &img.engine)?;
-                let idem = IdemImage::decode(&img.idem)?;
-                Ok((img, engine, idem))
+                Ok((img, engine))
             })();
             match attempt {
                 Ok(b) => {
@@ -480,36 +445,49 @@ pub fn restore(
             }
         }
     }
-    let (mut engine, mut image, from, applied0, seq) = match base {
-        Some((img, engine, image)) => (engine, image, img.checkpoint, img.applied, Some(img.seq)),
+    let (mut engine, from, applied0, seq) = match base {
+        Some((img, engine)) => (engine, img.checkpoint, img.applied, Some(img.seq)),
         None => (
             Engine::new(table.clone(), cfg),
-            IdemImage::default(),
             Checkpoint::start(),
             0,
             None,
         ),
     };
     let loaded_ms = started.elapsed().as_millis() as u64;
-    let (checkpoint, n) = replay_tail(log, &from, table, &mut engine, &mut image, evicted)?;
-    let mut idem = MemoryIdempotency::with_capacity(image.len());
-    image.fill(&mut idem);
+    let ((mut answer_store, mut idem), answers_took) = loader
+        .join()
+        .map_err(|_| anyhow::anyhow!("loading the answer store panicked"))??;
+    let answers_ms = answers_took.as_millis() as u64;
+    let mut answers = Answers {
+        index: &mut idem,
+        store: &mut answer_store,
+        table,
+        now_ms: now,
+        rendered: 0,
+    };
+    let (checkpoint, n) = replay_tail(log, &from, &mut engine, &mut answers, evicted)?;
+    let rendered = answers.rendered;
+    answer_store.expire(now);
     let took = started.elapsed();
     metrics.replayed_commands.inc_by(n);
     metrics.replay_seconds.set(took.as_secs_f64());
+    metrics.idempotency_keys.set(idem.len() as i64);
     tracing::info!(
         snapshot = ?seq,
         snapshot_load_ms = loaded_ms,
+        answers_load_ms = answers_ms,
         tail_commands = n,
+        answers_rendered = rendered,
         took_ms = took.as_millis() as u64,
         orders = engine.order_count(),
-        answers = image.len(),
+        answers = idem.len(),
         "recovered"
     );
     Ok(Restored {
         engine,
         idem,
-        image,
+        answers: answer_store,
         checkpoint,
         applied: applied0 + n,
         snapshot_seq: seq,

@@ -14,6 +14,7 @@ mod http_market_data;
 mod http_ops;
 mod http_orders;
 mod http_trading;
+mod idempotency_restart;
 mod snapshots;
 mod sys;
 mod system_adapters;

@@ -11,14 +11,14 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use oms_core::command::{CancelOrder, Command, PlaceOrder, RiskDecision};
-use oms_core::ports::{Checkpoint, ClaimRequest, IdemKey, IdempotencyStore, OrderLog};
+use oms_core::ports::{Checkpoint, IdemKey, OrderLog, StoredResponse};
 use oms_core::{
     AccountId, Engine, EngineConfig, IdempotencyKey, InstrumentTable, OrderId, OrderRequest,
     SymbolId, validate,
 };
 use oms_ingress::metrics::Metrics;
-use oms_ingress::snapshots::{IdemImage, restore};
-use oms_journal::{Journal, JournalConfig, SnapshotImage, SnapshotStore};
+use oms_ingress::snapshots::{AnswersAt, restore};
+use oms_journal::{AnswerStore, Journal, JournalConfig, SnapshotImage, SnapshotStore};
 use serde_json::Value;
 
 /// A deterministic mix of crossing limits, market orders and cancels.
@@ -66,19 +66,13 @@ fn commands(table: &InstrumentTable, n: u64) -> Vec<Command> {
     out
 }
 
-/// The engine after applying `cmds`, and its snapshot image with idempotency answers.
+/// The engine's snapshot image after applying `cmds`.
 fn image_after(table: &InstrumentTable, cmds: &[Command], seq: u64) -> SnapshotImage {
     let mut engine = Engine::new(table.clone(), EngineConfig::default());
-    let mut image = IdemImage::default();
     let mut ev = Vec::new();
     for c in cmds {
         engine.apply(c, &mut ev);
-        if let Command::Place(p) = c {
-            image.record_place(table, p);
-        }
     }
-    let mut idem = Vec::new();
-    image.encode(&mut idem);
     let mut checkpoint = Checkpoint::start();
     checkpoint.set(0, cmds.len() as u64);
     SnapshotImage {
@@ -87,8 +81,36 @@ fn image_after(table: &InstrumentTable, cmds: &[Command], seq: u64) -> SnapshotI
         state_hash: engine.state_hash(),
         checkpoint,
         engine: engine.snapshot(),
-        idem,
     }
+}
+
+/// Stores the answers of the keyed places in `cmds` as the completer does while running
+/// (before a snapshot covering them is written).
+fn store_answers(dir: &std::path::Path, table: &InstrumentTable, cmds: &[Command]) {
+    let (mut store, _) =
+        AnswerStore::open(dir, 86_400_000, 0, &mut |_| {}, &mut |_, _, _, _| {}).unwrap();
+    for c in cmds {
+        if let Command::Place(p) = c {
+            let (status, body) = oms_wire::place_ack(table, p, "");
+            let key = IdemKey {
+                account: p.account,
+                key: p.idempotency_key.unwrap(),
+            };
+            store
+                .append(
+                    &key,
+                    p.fingerprint,
+                    p.ts / 1_000_000,
+                    &StoredResponse { status, body },
+                )
+                .unwrap();
+        }
+    }
+    store.sync().unwrap();
+}
+
+fn answers_at(dir: &std::path::Path) -> AnswersAt<'_> {
+    AnswersAt { dir, now_ms: 1_000 }
 }
 
 fn full_replay_hash(table: &InstrumentTable, cmds: &[Command]) -> u64 {
@@ -100,6 +122,7 @@ fn full_replay_hash(table: &InstrumentTable, cmds: &[Command]) -> u64 {
 
 struct Fixture {
     _dir: tempfile::TempDir,
+    answers: std::path::PathBuf,
     journal: Journal,
     store: SnapshotStore,
     table: InstrumentTable,
@@ -116,6 +139,7 @@ fn fixture(n: u64) -> Fixture {
     }
     let store = SnapshotStore::open(&dir.path().join("snapshots"), 3).unwrap();
     Fixture {
+        answers: dir.path().join("answers"),
         _dir: dir,
         journal,
         store,
@@ -131,11 +155,14 @@ fn snapshot_plus_tail_equals_full_replay() {
     f.store
         .write(&image_after(&f.table, &f.cmds[..400], 1))
         .unwrap();
+    // The answers up to the snapshot are stored; those of the tail were lost with a crash.
+    store_answers(&f.answers, &f.table, &f.cmds[..400]);
     let r = restore(
         &mut f.journal,
         &f.table,
         EngineConfig::default(),
         Some(&f.store),
+        answers_at(&f.answers),
         &Metrics::default(),
         &mut |_| {},
     )
@@ -149,33 +176,37 @@ fn snapshot_plus_tail_equals_full_replay() {
     );
     assert_eq!(r.checkpoint.next_offset(0), 600);
 
-    // Idempotency answers from the snapshot and from the tail both replay, byte-exact.
-    let mut idem = r.idem;
+    // Answers stored before the snapshot and re-rendered from the tail both replay,
+    // byte-exact, and the tail's are stored now.
+    let (mut idem, answers) = (r.idem, r.answers);
+    let places = f
+        .cmds
+        .iter()
+        .filter(|c| matches!(c, Command::Place(_)))
+        .count();
+    assert_eq!(idem.len(), places);
     for i in [5u64, 450] {
-        let mut out = Vec::new();
         let key = IdemKey {
             account: AccountId::new(&format!("acct{}", i % 3)).unwrap(),
             key: IdempotencyKey::new(&format!("k{i}")).unwrap(),
         };
-        idem.claim_batch(
-            &[ClaimRequest {
-                key,
-                fingerprint: i,
-            }],
-            1_000,
-            &mut out,
-        )
-        .unwrap();
         let Command::Place(p) = &f.cmds[i as usize] else {
             panic!("command {i} is a place")
         };
         let (status, body) = oms_wire::place_ack(&f.table, p, "");
         assert_eq!(
-            out[0],
-            oms_core::ports::Claim::Replay(oms_core::ports::StoredResponse { status, body }),
+            idem.claim(&key, i, 1_000, &answers),
+            oms_core::ports::Claim::Replay(StoredResponse { status, body }),
             "answer of k{i}"
         );
+        assert_eq!(
+            idem.claim(&key, i + 1, 1_000, &answers),
+            oms_core::ports::Claim::Mismatch
+        );
     }
+    drop(answers);
+    let (_, again) = oms_ingress::snapshots::open_answers(&f.answers, 1_000).unwrap();
+    assert_eq!(again.len(), places, "the re-rendered answers were stored");
 }
 
 #[test]
@@ -213,6 +244,7 @@ fn damaged_newest_snapshot_falls_back_to_the_previous_one() {
         &f.table,
         EngineConfig::default(),
         Some(&f.store),
+        answers_at(&f.answers),
         &metrics,
         &mut |_| {},
     )
@@ -240,6 +272,7 @@ fn snapshot_beyond_the_log_end_is_not_used() {
         &f.table,
         EngineConfig::default(),
         Some(&f.store),
+        answers_at(&f.answers),
         &Metrics::default(),
         &mut |_| {},
     )
@@ -398,7 +431,7 @@ async fn sigterm_under_load_stops_quickly_and_restarts_from_the_snapshot() {
             .expect(200, "acknowledged order after restart");
         assert_eq!(got.json["orderId"], body["orderId"]);
     }
-    // Retries of acknowledged requests answer from the restored idempotency image, exactly.
+    // Retries of acknowledged requests answer from the answer store after the restart.
     for ((account, key), body) in acked.iter().take(20) {
         let i: u64 = key.rsplit('-').next().unwrap().parse().unwrap();
         let side = if i.is_multiple_of(2) { "BUY" } else { "SELL" };

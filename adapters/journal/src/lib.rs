@@ -16,6 +16,7 @@
 //! * **Testing**: files are reached through the [`Storage`] seam; [`mem::MemStorage`] injects
 //!   short writes, fsync failures and crashes for the crash-consistency suite.
 
+pub mod answers;
 pub mod frame;
 pub mod journal;
 pub mod mem;
@@ -23,6 +24,7 @@ pub mod recovery;
 pub mod snapshot;
 pub mod storage;
 
+pub use answers::{AnswerReader, AnswerStore};
 pub use journal::{
     DEFAULT_SEGMENT_BYTES, FsyncPolicy, Journal, JournalConfig, RecoveryReport, TornTail,
 };

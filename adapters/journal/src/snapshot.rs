@@ -6,10 +6,14 @@
 //! magic "OMSSNAPF" | version u16 | seq u64 | applied u64 | state_hash u64
 //! | partitions u16 | (partition u32, next offset u64)*      -- the log checkpoint
 //! | engine_len u64 | engine bytes                            -- core's Engine::snapshot
-//! | idem_len u64   | idem bytes                              -- live idempotency answers
 //! | crc32 u32                                               -- of everything before it
 //! ```
 //! Little-endian throughout. The engine image carries its own magic, version and CRC too.
+//!
+//! Version 1 also carried every live idempotency answer (~500 bytes each, 534 MB at 1 M
+//! orders, rewritten by every snapshot). Since version 2 the answers live in their own
+//! append-only store ([`crate::answers`]), which is fsynced before each snapshot, so a
+//! snapshot holds the engine only; a version 1 file is refused and start-up replays the log.
 //!
 //! ## Crash safety
 //! A snapshot is written to `<seq>.tmp`, fsynced, renamed to `<seq>.snap` and the directory
@@ -34,7 +38,7 @@ use crate::storage::segment_name;
 
 const MAGIC: &[u8; 8] = b"OMSSNAPF";
 /// Current snapshot file layout version.
-pub const SNAPSHOT_FILE_VERSION: u16 = 1;
+pub const SNAPSHOT_FILE_VERSION: u16 = 2;
 
 /// A snapshot as written and read.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -49,8 +53,6 @@ pub struct SnapshotImage {
     pub checkpoint: Checkpoint,
     /// `Engine::snapshot` bytes.
     pub engine: Vec<u8>,
-    /// The live idempotency answers (format owned by the caller).
-    pub idem: Vec<u8>,
 }
 
 /// Why a snapshot file cannot be used.
@@ -198,14 +200,12 @@ fn encode_into(img: &SnapshotImage, w: &mut impl Write) -> io::Result<()> {
     }
     w.write_all(&(img.engine.len() as u64).to_le_bytes())?;
     w.write_all(&img.engine)?;
-    w.write_all(&(img.idem.len() as u64).to_le_bytes())?;
-    w.write_all(&img.idem)?;
     Ok(())
 }
 
 /// The file bytes of `img` (tests and benchmarks; [`SnapshotStore::write`] streams).
 pub fn encode(img: &SnapshotImage) -> Vec<u8> {
-    let mut out = Vec::with_capacity(64 + img.engine.len() + img.idem.len());
+    let mut out = Vec::with_capacity(64 + img.engine.len());
     encode_into(img, &mut out).expect("writing to a Vec cannot fail");
     let crc = crc32fast::hash(&out);
     out.extend_from_slice(&crc.to_le_bytes());
@@ -277,7 +277,6 @@ pub fn decode(bytes: &[u8]) -> Result<SnapshotImage, SnapshotFileError> {
         checkpoint.set(p, o);
     }
     let engine = r.blob()?;
-    let idem = r.blob()?;
     if r.pos != data.len() {
         return Err(SnapshotFileError::Truncated);
     }
@@ -287,7 +286,6 @@ pub fn decode(bytes: &[u8]) -> Result<SnapshotImage, SnapshotFileError> {
         state_hash,
         checkpoint,
         engine,
-        idem,
     })
 }
 

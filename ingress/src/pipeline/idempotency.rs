@@ -7,19 +7,23 @@
 //! in `oms_idempotency_total{result="fallback"}`) and requests keep flowing; the store is
 //! tried again on the next batch once its cool-down ends.
 //!
-//! Completions and releases of shared claims do not wait for the next ring batch: the
-//! [`Completer`] thread sits between the publish stage and this stage, writes every final
-//! answer (or release) to the shared store as soon as it arrives — batched, one round trip
-//! for all that queued meanwhile — and forwards it here for the local index. So a node that
-//! goes idle, or stops, leaves no `pending` record behind (issue 11).
+//! The local index keeps 16 bytes per answered key ([`AnswerIndex`]); the answers themselves,
+//! the exact bytes sent, are in the on-disk answer store ([`AnswerStore`]) and are read back
+//! only for a retry. The [`Completer`] thread sits between the publish stage and this stage:
+//! it appends every final answer to the answer store, writes it (or the release) to the
+//! shared store as soon as it arrives — batched, one round trip for all that queued
+//! meanwhile — and forwards its location here for the local index. So a node that goes idle,
+//! or stops, leaves no `pending` record behind (issue 11), and the snapshot thread can make
+//! every answer durable before a snapshot ([`Completer::sync`]).
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use crossbeam_channel::Receiver;
-use oms_core::idempotency::MemoryIdempotency;
+use crossbeam_channel::{Receiver, Sender};
+use oms_core::idempotency::{AnswerIndex, SHARDS};
 use oms_core::ids::{Clock, IdGen, Uuid7Gen};
 use oms_core::ports::{Claim, ClaimRequest, Completion, IdemKey, IdempotencyStore};
+use oms_journal::{AnswerReader, AnswerStore};
 use oms_wire::ApiError;
 
 use super::slot::{Reply, Slot, SlotData, Work};
@@ -30,7 +34,11 @@ use crate::metrics::{IdemResult, Metrics, Stage};
 
 /// The batching idempotency stage.
 pub struct IdempotencyStage {
-    local: MemoryIdempotency,
+    local: AnswerIndex,
+    answers: AnswerReader,
+    /// Answer-store segment deletions seen, and shards still to purge after the last one.
+    deletions_seen: u64,
+    purge_left: usize,
     shared: Option<Box<dyn IdempotencyStore>>,
     inbox: Receiver<IdemMsg>,
     metrics: Arc<Metrics>,
@@ -43,8 +51,6 @@ pub struct IdempotencyStage {
     claims: Vec<ClaimRequest>,
     claim_slots: Vec<usize>,
     verdicts: Vec<Claim>,
-    done: Vec<Completion>,
-    released: Vec<IdemKey>,
     batch_start: Option<Instant>,
 }
 
@@ -54,7 +60,8 @@ unsafe impl Send for IdempotencyStage {}
 
 impl IdempotencyStage {
     pub fn new(
-        local: MemoryIdempotency,
+        local: AnswerIndex,
+        answers: AnswerReader,
         shared: Option<Box<dyn IdempotencyStore>>,
         inbox: Receiver<IdemMsg>,
         node_id: u64,
@@ -65,6 +72,9 @@ impl IdempotencyStage {
         let seed = node_id.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ clock.now_nanos();
         IdempotencyStage {
             local,
+            deletions_seen: answers.deletions(),
+            answers,
+            purge_left: 0,
             shared,
             inbox,
             metrics,
@@ -76,8 +86,6 @@ impl IdempotencyStage {
             claims: Vec::with_capacity(max_batch),
             claim_slots: Vec::with_capacity(max_batch),
             verdicts: Vec::with_capacity(max_batch),
-            done: Vec::new(),
-            released: Vec::new(),
             batch_start: None,
         }
     }
@@ -101,28 +109,34 @@ impl IdempotencyStage {
     }
 
     /// Applies completions and releases sent back by the publish stage (through the
-    /// [`Completer`], which already wrote them to the shared store).
-    fn drain_inbox(&mut self, now_ms: u64) {
+    /// [`Completer`], which already stored them), and purges one shard of the index while
+    /// answer-store segments were deleted since the last cycle.
+    fn drain_inbox(&mut self) {
         while let Ok(msg) = self.inbox.try_recv() {
             match msg {
-                IdemMsg::Done(c) => self.done.push(c),
-                IdemMsg::Release(k) => self.released.push(k),
+                IdemMsg::Stored { key, loc } => self.local.complete(&key, loc, &self.answers),
+                IdemMsg::Release(k) => self.local.release(&k),
+                // The answer, sent before its client heard it; replays use it until the
+                // completer has stored it.
+                IdemMsg::Done(c) => self.local.answered(c),
             }
         }
-        if !self.done.is_empty() {
-            let _ = self.local.complete_batch(&self.done, now_ms);
-            self.done.clear();
+        let deletions = self.answers.deletions();
+        if deletions != self.deletions_seen {
+            self.deletions_seen = deletions;
+            self.purge_left = SHARDS;
         }
-        if !self.released.is_empty() {
-            let _ = self.local.release_batch(&self.released);
-            self.released.clear();
+        if self.purge_left > 0 {
+            self.purge_left -= 1;
+            self.local.purge_step(&self.answers);
         }
+        self.metrics.idempotency_keys.set(self.local.len() as i64);
     }
 
     fn flush(&mut self) {
         let now = self.clock.now_nanos();
         let now_ms = now / 1_000_000;
-        self.drain_inbox(now_ms);
+        self.drain_inbox();
         let pending = std::mem::take(&mut self.pending);
         // Pass 1: local claims, in ring order (a key repeated within the batch is in flight).
         self.claims.clear();
@@ -151,15 +165,9 @@ impl IdempotencyStage {
                     },
                     fingerprint: *fingerprint,
                 };
-                self.verdicts.clear();
-                let v = match self.local.claim_batch(
-                    std::slice::from_ref(&claim),
-                    now_ms,
-                    &mut self.verdicts,
-                ) {
-                    Ok(()) => self.verdicts.pop().unwrap_or(Claim::InFlight),
-                    Err(_) => Claim::InFlight,
-                };
+                let v = self
+                    .local
+                    .claim(&claim.key, claim.fingerprint, now_ms, &self.answers);
                 if v == Claim::New && self.shared.is_some() {
                     self.claims.push(claim);
                     self.claim_slots.push(i);
@@ -178,9 +186,7 @@ impl IdempotencyStage {
                         let i = self.claim_slots[k];
                         if v != Claim::New {
                             // Another node owns or answered this key: drop our local claim.
-                            let _ = self
-                                .local
-                                .release_batch(std::slice::from_ref(&self.claims[k].key));
+                            self.local.release(&self.claims[k].key);
                         }
                         local_verdicts[i] = Some(v);
                     }
@@ -272,72 +278,171 @@ impl IdempotencyStage {
     }
 }
 
-/// Writes final answers and releases to the shared store as they arrive, then forwards
-/// them to the idempotency stage. See the module docs.
+/// What the completer is asked besides answers.
+enum Control {
+    /// Answer once everything queued before is written (`sync`: and fsynced in the answer
+    /// store).
+    Flush { ack: Sender<bool>, sync: bool },
+}
+
+/// Stores final answers (answer store, then the shared store) and releases as they arrive,
+/// then forwards them to the idempotency stage. See the module docs.
+#[derive(Clone)]
 pub struct Completer {
-    flush: crossbeam_channel::Sender<crossbeam_channel::Sender<()>>,
+    control: Sender<Control>,
+}
+
+/// Answers stored per write and per shared-store round trip, at most.
+const COMPLETER_BATCH: usize = 4096;
+
+struct CompleterLoop {
+    answers: AnswerStore,
+    shared: Option<Box<dyn IdempotencyStore>>,
+    to_stage: Sender<IdemMsg>,
+    metrics: Arc<Metrics>,
+    clock: SystemClock,
+    done: Vec<Completion>,
+    released: Vec<IdemKey>,
+    forward: Vec<IdemMsg>,
+}
+
+impl CompleterLoop {
+    fn now_ms(&mut self) -> u64 {
+        self.clock.now_nanos() / 1_000_000
+    }
+
+    fn take(&mut self, msg: IdemMsg, now_ms: u64) {
+        match msg {
+            IdemMsg::Done(c) => {
+                match self
+                    .answers
+                    .append(&c.key, c.fingerprint, now_ms, &c.response)
+                {
+                    Ok(loc) => self.forward.push(IdemMsg::Stored { key: c.key, loc }),
+                    Err(e) => {
+                        // Without a stored answer a retry cannot replay it: free the key.
+                        self.metrics.store_errors.inc();
+                        tracing::error!(error = %e, "answer store append failed");
+                        self.forward.push(IdemMsg::Release(c.key));
+                    }
+                }
+                if self.shared.is_some() {
+                    self.done.push(c);
+                }
+            }
+            IdemMsg::Release(k) => {
+                if self.shared.is_some() {
+                    self.released.push(k);
+                }
+                self.forward.push(IdemMsg::Release(k));
+            }
+            m @ IdemMsg::Stored { .. } => self.forward.push(m),
+        }
+    }
+
+    /// Writes the batch: answer store (page cache), forward to the stage, shared store.
+    fn write(&mut self, now_ms: u64) {
+        if let Err(e) = self.answers.flush() {
+            self.metrics.store_errors.inc();
+            tracing::error!(error = %e, "answer store write failed");
+        }
+        for m in self.forward.drain(..) {
+            let _ = self.to_stage.send(m);
+        }
+        if let Some(shared) = self.shared.as_mut() {
+            if !self.done.is_empty() && shared.complete_batch(&self.done, now_ms).is_err() {
+                self.metrics.store_errors.inc();
+            }
+            if !self.released.is_empty() && shared.release_batch(&self.released).is_err() {
+                self.metrics.store_errors.inc();
+            }
+        }
+        self.done.clear();
+        self.released.clear();
+    }
+
+    fn run(mut self, from_publish: Receiver<IdemMsg>, control: Receiver<Control>) {
+        let tick = Duration::from_secs(10);
+        loop {
+            let mut ctl = None;
+            let first = crossbeam_channel::select! {
+                recv(from_publish) -> m => match m {
+                    Ok(m) => Some(m),
+                    Err(_) => return,
+                },
+                recv(control) -> c => {
+                    ctl = c.ok();
+                    None
+                }
+                default(tick) => None,
+            };
+            // One write and one round trip per COMPLETER_BATCH queued messages; a flush is
+            // answered once all that was queued before it is written.
+            let mut next = first.or_else(|| from_publish.try_recv().ok());
+            let mut n = 0;
+            let now_ms = self.now_ms();
+            while let Some(msg) = next {
+                self.take(msg, now_ms);
+                n += 1;
+                next = from_publish.try_recv().ok();
+                if next.is_none() || n >= COMPLETER_BATCH {
+                    self.write(now_ms);
+                    n = 0;
+                }
+            }
+            if let Some(Control::Flush { ack, sync }) = ctl {
+                let ok = !sync || self.answers.sync().is_ok();
+                let _ = ack.send(ok);
+            }
+            let expired = self.answers.expire(now_ms);
+            if expired > 0 {
+                tracing::info!(segments = expired, "expired idempotency answers deleted");
+            }
+        }
+    }
 }
 
 impl Completer {
     /// Starts the thread between `from_publish` and `to_stage`.
     pub fn spawn(
-        mut shared: Box<dyn IdempotencyStore>,
+        answers: AnswerStore,
+        shared: Option<Box<dyn IdempotencyStore>>,
         from_publish: Receiver<IdemMsg>,
-        to_stage: crossbeam_channel::Sender<IdemMsg>,
+        to_stage: Sender<IdemMsg>,
         metrics: Arc<Metrics>,
     ) -> std::io::Result<Completer> {
-        let mut clock = SystemClock;
-        let (flush, flush_rx) = crossbeam_channel::bounded::<crossbeam_channel::Sender<()>>(4);
+        let (control, control_rx) = crossbeam_channel::bounded(4);
+        let lp = CompleterLoop {
+            answers,
+            shared,
+            to_stage,
+            metrics,
+            clock: SystemClock,
+            done: Vec::new(),
+            released: Vec::new(),
+            forward: Vec::new(),
+        };
         std::thread::Builder::new()
             .name("oms-idem-complete".into())
-            .spawn(move || {
-                let mut done: Vec<Completion> = Vec::new();
-                let mut released: Vec<IdemKey> = Vec::new();
-                loop {
-                    let mut ack = None;
-                    let first = crossbeam_channel::select! {
-                        recv(from_publish) -> m => match m {
-                            Ok(m) => Some(m),
-                            Err(_) => return,
-                        },
-                        recv(flush_rx) -> a => {
-                            ack = a.ok();
-                            None
-                        }
-                    };
-                    // One round trip per 4096 queued messages; a flush is answered once all that was
-                    // queued before it is written.
-                    let mut next = first.or_else(|| from_publish.try_recv().ok());
-                    while let Some(msg) = next {
-                        match &msg {
-                            IdemMsg::Done(c) => done.push(c.clone()),
-                            IdemMsg::Release(k) => released.push(*k),
-                        }
-                        let _ = to_stage.send(msg);
-                        next = from_publish.try_recv().ok();
-                        if next.is_none() || done.len() + released.len() >= 4096 {
-                            let now_ms = clock.now_nanos() / 1_000_000;
-                            if !done.is_empty() && shared.complete_batch(&done, now_ms).is_err() {
-                                metrics.store_errors.inc();
-                            }
-                            if !released.is_empty() && shared.release_batch(&released).is_err() {
-                                metrics.store_errors.inc();
-                            }
-                            done.clear();
-                            released.clear();
-                        }
-                    }
-                    if let Some(a) = ack {
-                        let _ = a.send(());
-                    }
-                }
-            })?;
-        Ok(Completer { flush })
+            .spawn(move || lp.run(from_publish, control_rx))?;
+        Ok(Completer { control })
     }
 
-    /// Waits (at most `bound`) until everything queued so far is in the shared store.
-    pub fn flush(&self, bound: std::time::Duration) -> bool {
-        let (tx, rx) = crossbeam_channel::bounded(1);
-        self.flush.send(tx).is_ok() && rx.recv_timeout(bound).is_ok()
+    fn ask(&self, sync: bool, bound: Duration) -> bool {
+        let (ack, rx) = crossbeam_channel::bounded(1);
+        self.control.send(Control::Flush { ack, sync }).is_ok()
+            && rx.recv_timeout(bound).unwrap_or(false)
+    }
+
+    /// Waits (at most `bound`) until everything queued so far is in the answer store (page
+    /// cache) and the shared store.
+    pub fn flush(&self, bound: Duration) -> bool {
+        self.ask(false, bound)
+    }
+
+    /// Like [`Completer::flush`], and the answer store is fsynced: every answer queued so
+    /// far survives a crash. The snapshot writer calls it before each snapshot.
+    pub fn sync(&self, bound: Duration) -> bool {
+        self.ask(true, bound)
     }
 }

@@ -9,8 +9,8 @@
 //! this thread, so readers never lock the matching state.
 //!
 //! It also decides when to snapshot (every N commands or T seconds, and at stop): only the
-//! engine encode runs here; hashing, the idempotency image and the file write run on the
-//! snapshot thread ([`crate::snapshots`]).
+//! engine encode runs here; hashing, making the idempotency answers durable and the file write
+//! run on the snapshot thread ([`crate::snapshots`]).
 
 pub mod replica;
 
@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, select};
-use oms_core::command::{Command, PlaceOrder, RiskDecision};
+use oms_core::command::{Command, RiskDecision};
 use oms_core::engine::Engine;
 use oms_core::ports::{Checkpoint, EventSink};
 use oms_core::{Event, OrderId};
@@ -66,7 +66,6 @@ struct Snaps {
     /// first snapshot.
     carried: u64,
     last_at: Instant,
-    places: Vec<PlaceOrder>,
     /// Answered when the last periodic snapshot is on disk (a stop waits for it, so a stop
     /// right after one started does not cut its write short).
     in_flight: Option<Receiver<()>>,
@@ -120,12 +119,6 @@ impl Snaps {
                 let _ = d.send(());
             }
             return;
-        }
-        if !self.places.is_empty() {
-            let _ = self
-                .plan
-                .tx
-                .send(SnapMsg::Places(std::mem::take(&mut self.places)));
         }
         let archived = self.plan.archive.as_ref().map(|a| {
             let (tx, rx) = crossbeam_channel::bounded(1);
@@ -191,20 +184,7 @@ fn apply_batch(engine: &mut Engine, batch: Vec<Durable>, ctx: &mut Ctx) {
         }
         if let Some(sn) = ctx.snaps.as_mut() {
             sn.applied += 1;
-            if let Command::Place(p) = &d.cmd
-                && p.idempotency_key.is_some()
-            {
-                sn.places.push(*p);
-            }
         }
-    }
-    if let Some(sn) = ctx.snaps.as_mut()
-        && !sn.places.is_empty()
-    {
-        let _ = sn
-            .plan
-            .tx
-            .send(SnapMsg::Places(std::mem::take(&mut sn.places)));
     }
     if !ctx.fb.is_empty() {
         let _ = ctx.feedback.send(std::mem::take(&mut ctx.fb));
@@ -261,7 +241,6 @@ pub fn run(
             ahead: None,
             last_applied: 0,
             last_at: Instant::now(),
-            places: Vec::with_capacity(1024),
             in_flight: None,
         }),
     };

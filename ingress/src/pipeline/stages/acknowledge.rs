@@ -52,6 +52,8 @@ pub struct Acknowledger {
     pub table: Arc<InstrumentTable>,
     pub metrics: Arc<Metrics>,
     pub idem_tx: Sender<IdemMsg>,
+    /// See `PublishConfig::answered_to`.
+    pub answered_tx: Option<Sender<IdemMsg>>,
     pub feedback_tx: Sender<Vec<Feedback>>,
     pub processor_tx: Sender<Vec<Durable>>,
     pub in_doubt_tx: Sender<Vec<Command>>,
@@ -154,7 +156,7 @@ impl Acknowledger {
                     let corr = p.correlation_id.as_ref().map_or("", |c| c.as_str());
                     let (status, body) = oms_wire::place_ack(&self.table, p, corr);
                     if let Some(key) = p.idempotency_key {
-                        let _ = self.idem_tx.send(IdemMsg::Done(Completion {
+                        let done = Completion {
                             key: IdemKey {
                                 account: p.account,
                                 key,
@@ -164,7 +166,11 @@ impl Acknowledger {
                                 status,
                                 body: body.clone(),
                             },
-                        }));
+                        };
+                        if let Some(tx) = &self.answered_tx {
+                            let _ = tx.send(IdemMsg::Done(done.clone()));
+                        }
+                        let _ = self.idem_tx.send(IdemMsg::Done(done));
                     }
                     if status == 201 {
                         self.metrics.orders_accepted.inc();

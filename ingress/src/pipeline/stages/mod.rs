@@ -23,10 +23,17 @@ use super::slot::{Reply, SlotData};
 use crate::metrics::{Metrics, Stage};
 use oms_wire::ApiError;
 
-/// Messages to the idempotency stage from later stages.
+/// Messages about idempotency keys from later stages: the publish stage sends `Done` and
+/// `Release` to the completer (`pipeline::idempotency::Completer`), which stores the answer
+/// and forwards `Stored` (or the `Release`) to the idempotency stage.
 pub enum IdemMsg {
     Done(Completion),
     Release(IdemKey),
+    /// The answer to `key` is in the answer store at `loc`.
+    Stored {
+        key: IdemKey,
+        loc: oms_core::idempotency::AnswerLoc,
+    },
 }
 
 /// Answers a request with an error and takes its ticket, so later stages skip the slot

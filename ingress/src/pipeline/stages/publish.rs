@@ -34,6 +34,9 @@ pub struct PublishConfig {
     /// decided, one being submitted).
     pub max_in_flight: usize,
     pub test_stall: Duration,
+    /// Also told every answer before its client (the idempotency stage: a retry right after
+    /// the answer must find it, before the completer stored it).
+    pub answered_to: Option<Sender<IdemMsg>>,
 }
 
 /// Stage 4: group commit to the order log; answers come from the acknowledger thread.
@@ -80,6 +83,7 @@ impl PublishStage {
             table,
             metrics: Arc::clone(&metrics),
             idem_tx: idem_tx.clone(),
+            answered_tx: cfg.answered_to.clone(),
             feedback_tx: feedback_tx.clone(),
             processor_tx,
             in_doubt_tx,
@@ -408,6 +412,7 @@ mod tests {
                 max_batch: 16,
                 max_in_flight,
                 test_stall: Duration::ZERO,
+                answered_to: None,
             },
         );
         Harness {

@@ -1,0 +1,159 @@
+//! `mem-per-order`: heap bytes per open order, per finished (terminal) order held by the
+//! engine, and per idempotency key in the index — measured with a counting allocator, so the
+//! figures in perf/RESULTS.md (issue 11: "memory per open and per terminal order") are exact
+//! live bytes rather than RSS deltas blurred by the allocator's retained pages.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicIsize, Ordering};
+
+use oms_core::command::{Command, PlaceOrder, RiskDecision};
+use oms_core::idempotency::{AnswerIndex, AnswerLoc, AnswerSource, StoredAnswer};
+use oms_core::ports::IdemKey;
+use oms_core::{
+    AccountId, Engine, EngineConfig, IdempotencyKey, InstrumentTable, Money, OrderId, OrderRequest,
+    RiskConfig, validate,
+};
+
+/// The system allocator, counting live bytes.
+struct Counting;
+
+static LIVE: AtomicIsize = AtomicIsize::new(0);
+
+// SAFETY: every call is forwarded unchanged to `System`; only a counter is updated besides.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+        LIVE.fetch_add(l.size() as isize, Ordering::Relaxed);
+        // SAFETY: same contract as ours.
+        unsafe { System.alloc(l) }
+    }
+    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        LIVE.fetch_sub(l.size() as isize, Ordering::Relaxed);
+        // SAFETY: same contract as ours.
+        unsafe { System.dealloc(p, l) }
+    }
+    unsafe fn realloc(&self, p: *mut u8, l: Layout, new: usize) -> *mut u8 {
+        LIVE.fetch_add(new as isize - l.size() as isize, Ordering::Relaxed);
+        // SAFETY: same contract as ours.
+        unsafe { System.realloc(p, l, new) }
+    }
+}
+
+#[global_allocator]
+static ALLOC: Counting = Counting;
+
+fn live() -> isize {
+    LIVE.load(Ordering::Relaxed)
+}
+
+const N: u64 = 200_000;
+
+fn place(table: &InstrumentTable, i: u64, side: &str, price: u64, accounts: u64) -> Command {
+    let px = price.to_string();
+    let order = validate(
+        table,
+        &OrderRequest {
+            symbol: "BTC/USD",
+            side,
+            quantity: "0.001",
+            price: Some(&px),
+            ..Default::default()
+        },
+    )
+    .expect("valid order");
+    Command::Place(PlaceOrder {
+        order_id: OrderId(u128::from(i + 1)),
+        account: AccountId::new(&format!("acct{}", i % accounts)).expect("account"),
+        order,
+        ts: 1_700_000_000_000_000_000 + i * 1_000,
+        idempotency_key: Some(IdempotencyKey::new(&format!("key-{i}")).expect("key")),
+        fingerprint: i,
+        correlation_id: None,
+        risk: RiskDecision::Unchecked,
+    })
+}
+
+fn engine(table: &InstrumentTable) -> Engine {
+    Engine::new(
+        table.clone(),
+        EngineConfig {
+            risk: RiskConfig {
+                max_open_orders: u32::MAX,
+                dev_default_equity: Some(Money::parse("1000000000").expect("money")),
+                ..RiskConfig::default()
+            },
+            retain_terminal: usize::MAX,
+            ..EngineConfig::default()
+        },
+    )
+}
+
+struct NoAnswers;
+
+impl AnswerSource for NoAnswers {
+    fn answer(&self, _: AnswerLoc) -> Option<StoredAnswer> {
+        None
+    }
+    fn is_live(&self, _: AnswerLoc) -> bool {
+        true
+    }
+}
+
+fn main() {
+    let table = InstrumentTable::demo();
+    let mut ev = Vec::new();
+
+    // Open orders: buys resting on 1 000 price levels, 1 000 accounts.
+    let mut e = engine(&table);
+    let cmds: Vec<Command> = (0..N)
+        .map(|i| place(&table, i, "BUY", 40_000 - i % 1_000, 1_000))
+        .collect();
+    let before = live();
+    for c in &cmds {
+        ev.clear();
+        e.apply(c, &mut ev);
+    }
+    let open = (live() - before) as f64 / N as f64;
+    assert_eq!(e.order_count() as u64, N);
+    drop(e);
+
+    // Finished orders: crossing pairs that fill at once (FILLED, held as terminal).
+    let mut e = engine(&table);
+    let cmds: Vec<Command> = (0..N)
+        .map(|i| {
+            let side = if i % 2 == 0 { "BUY" } else { "SELL" };
+            place(&table, i, side, 45_000 + (i / 2) % 50, 1_000)
+        })
+        .collect();
+    let before = live();
+    for c in &cmds {
+        ev.clear();
+        e.apply(c, &mut ev);
+    }
+    let terminal = (live() - before) as f64 / N as f64;
+    let mut out = Vec::new();
+    e.take_evicted(&mut out);
+    assert!(out.is_empty());
+    drop(e);
+
+    // Idempotency keys: the index alone (the answers are on disk).
+    let mut idx = AnswerIndex::new();
+    let keys: Vec<IdemKey> = (0..N)
+        .map(|i| IdemKey {
+            account: AccountId::new(&format!("acct{}", i % 1_000)).expect("account"),
+            key: IdempotencyKey::new(&format!("key-{i}")).expect("key"),
+        })
+        .collect();
+    let before = live();
+    for (i, k) in keys.iter().enumerate() {
+        idx.insert(k, i as u64, &NoAnswers);
+    }
+    let key = (live() - before) as f64 / N as f64;
+    println!("heap bytes per open order (engine, {N} resting):      {open:.0}");
+    println!("heap bytes per finished order held (engine, {N} filled): {terminal:.0}");
+    println!("heap bytes per idempotency key (index, {N} keys):    {key:.0}");
+    println!(
+        "size_of: IdemKey {} B, Order {} B",
+        std::mem::size_of::<IdemKey>(),
+        std::mem::size_of::<oms_core::Order>()
+    );
+}
