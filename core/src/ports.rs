@@ -81,6 +81,18 @@ pub trait OrderLog: Send {
         visit: &mut dyn FnMut(&Command),
     ) -> Result<Checkpoint, LogError>;
 
+    /// [`OrderLog::replay`] visiting every copy of a command written to several partitions,
+    /// with its partition, in each partition's order (cluster mode applies each copy to its
+    /// partition's books: [`crate::Engine::apply_partition`]). The default, for a log of
+    /// one partition, is `replay` as partition 0.
+    fn replay_copies(
+        &mut self,
+        from: &Checkpoint,
+        visit: &mut dyn FnMut(u32, &Command),
+    ) -> Result<Checkpoint, LogError> {
+        self.replay(from, &mut |c| visit(0, c))
+    }
+
     /// Pipelined mode: `Some` if this log can have several batches in flight. Then the
     /// caller hands batches over with [`OrderLog::submit`] (which returns without waiting for
     /// durability) and learns each one's outcome, in submission order, from the returned
@@ -114,6 +126,12 @@ pub trait AppendOutcomes: Send {
     /// log; `Timeout` may be in the log (the caller voids it). Called once per batch, in
     /// submission order.
     fn wait(&mut self, id: BatchId) -> Result<(), LogError>;
+
+    /// The log position right after the last batch [`AppendOutcomes::wait`] reported
+    /// durable (see [`OrderLog::position`]); `None` if the log cannot tell.
+    fn position(&self) -> Option<Checkpoint> {
+        None
+    }
 }
 
 /// Why a store (idempotency, orders) failed; callers fall back or retry.
@@ -226,4 +244,23 @@ pub trait OrderStore: Send {
 /// (queue and return), so a slow consumer never slows matching.
 pub trait EventSink: Send {
     fn publish(&mut self, events: &[crate::event::Event]);
+
+    /// How far what this sink was given has *settled* (delivered, or given up on and counted
+    /// as an error): `None` for a sink that keeps nothing in flight that anyone hands over
+    /// (WebSocket). Cluster mode commits a partition's emission progress only once every
+    /// leader sink has settled the events up to it, so a killed leader's successor re-emits
+    /// what may not have arrived (at-least-once) instead of skipping it.
+    fn progress(&self) -> Option<SinkProgress> {
+        None
+    }
+}
+
+/// See [`EventSink::progress`]. Counts are of the events the sink accepted, in the order
+/// `publish` gave them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SinkProgress {
+    /// Events accepted so far.
+    pub accepted: u64,
+    /// Length of the prefix of the accepted events that has settled.
+    pub settled: u64,
 }

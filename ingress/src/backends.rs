@@ -14,7 +14,7 @@ use oms_kafka::{EventPublisher, KafkaConfig, KafkaLog, StatsSnapshot};
 use oms_mongo::{MongoConfig, MongoOrderStore, Projector, ProjectorConfig, ProjectorSender};
 use oms_redis::{RedisConfig, RedisIdempotencyStore};
 
-use oms_core::ports::{EventSink, OrderLog, OrderStore, StoreError};
+use oms_core::ports::{EventSink, OrderLog, OrderStore, SinkProgress, StoreError};
 use oms_journal::{FsyncPolicy, Journal, JournalConfig};
 use oms_wire::ApiError;
 
@@ -221,6 +221,14 @@ impl EventSink for KafkaSink {
     fn publish(&mut self, events: &[Event]) {
         self.0.publish(events);
     }
+
+    fn progress(&self) -> Option<SinkProgress> {
+        let c = self.0.counters();
+        Some(SinkProgress {
+            accepted: c.enqueued.load(Ordering::Acquire),
+            settled: c.settled.prefix(),
+        })
+    }
 }
 
 /// Feeds the projector through a counting sender, so its lag includes the events still
@@ -240,6 +248,16 @@ impl EventSink for MongoSink {
             // Unbounded on purpose: the projector must never skip an event; its lag is a metric.
             let _ = self.0.send(v);
         }
+    }
+
+    /// The projector writes its batches in order and retries until written, so `written`
+    /// is a prefix of `queued`.
+    fn progress(&self) -> Option<SinkProgress> {
+        let s = self.0.stats();
+        Some(SinkProgress {
+            accepted: s.queued.load(Ordering::Acquire),
+            settled: s.written.load(Ordering::Acquire),
+        })
     }
 }
 
@@ -432,6 +450,18 @@ pub fn build(
             "oms_kafka_events_pending",
             "Events queued for Kafka, not yet acknowledged or failed",
             move || counters.pending() as f64,
+        ));
+        let counters = publisher.counters();
+        metric_sources.push(MetricSource::counter(
+            "oms_kafka_events_lost",
+            "Events that will never reach the event topics: the publisher's queue was full, the \
+             event could not be formatted, or its delivery failed after librdkafka's retries",
+            move || {
+                let r = Ordering::Relaxed;
+                counters.queue_full.load(r)
+                    + counters.dropped_invalid.load(r)
+                    + counters.delivery_errors.load(r)
+            },
         ));
         sinks.push(Box::new(KafkaSink(publisher)));
         let b = brokers.to_owned();

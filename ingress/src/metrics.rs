@@ -479,6 +479,11 @@ pub struct Metrics {
     /// Cluster mode: takeovers that could not emit all of the previous leader's unemitted
     /// events (they were older than the kept window).
     pub cluster_emission_gaps: Counter,
+    /// Cluster mode: places answered 503 with an unknown append outcome, waiting for the log
+    /// to tell whether they were written.
+    pub cluster_in_doubt: Gauge,
+    /// Cluster mode: records the replica's reader delivered again (skipped).
+    pub cluster_rereads: Counter,
     /// Snapshots written; snapshots that failed to write or were unusable at start.
     pub snapshots_written: Counter,
     pub snapshot_errors: Counter,
@@ -645,6 +650,16 @@ impl Default for Metrics {
             "oms_snapshot_errors",
             "Snapshots that failed to write, or were unusable at start (an older one was used)",
         );
+        let cluster_rereads = counter(
+            "oms_cluster_replica_rereads",
+            "Cluster mode: order-log records the replica's reader delivered a second time (skipped, never applied twice)",
+        );
+        let cluster_in_doubt = Gauge::default();
+        r.register(
+            "oms_cluster_in_doubt_places",
+            "Cluster mode: places answered 503 with an unknown append outcome whose record or void this node's replica has not read yet",
+            cluster_in_doubt.clone(),
+        );
         let orders_held = Gauge::default();
         r.register(
             "oms_orders_held",
@@ -719,6 +734,8 @@ impl Default for Metrics {
             orders_archived,
             archive_errors,
             cluster_emission_gaps,
+            cluster_in_doubt,
+            cluster_rereads,
             snapshots_written,
             snapshot_errors,
             snapshot_bytes,

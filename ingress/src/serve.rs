@@ -74,7 +74,15 @@ pub fn recover(
         dir: answers_dir,
         now_ms,
     };
-    let r = crate::snapshots::restore(log, table, cfg, None, answers, metrics, &mut |_| {})?;
+    let r = crate::snapshots::restore(
+        log,
+        table,
+        cfg,
+        crate::snapshots::Recovery::default(),
+        answers,
+        metrics,
+        &mut |_| {},
+    )?;
     Ok((r.engine, r.idem, r.answers, r.checkpoint))
 }
 
@@ -99,12 +107,20 @@ pub fn open_archive(
     )?)
 }
 
-/// The snapshot directory per the flags.
+/// The snapshot directory per the flags. A Kafka log's snapshots go to a subdirectory named
+/// after its topic (and the mode: a cluster replica applies every partition's copy of an
+/// all-partition command on its own, a single node applies one copy per batch): a checkpoint
+/// is a position in one log, and a data directory reused with another log, topic prefix or
+/// mode must never continue from it.
 pub fn snapshot_store(args: &ServeArgs) -> anyhow::Result<SnapshotStore> {
-    let dir = args
+    let mut dir = args
         .snapshot_dir
         .clone()
         .unwrap_or_else(|| args.data_dir.join("snapshots"));
+    if args.log == crate::config::LogKind::Kafka {
+        let mode = if args.cluster { "cluster" } else { "kafka" };
+        dir = dir.join(format!("{mode}-{}orders", args.kafka_topic_prefix));
+    }
     SnapshotStore::open(&dir, args.snapshot_keep)
         .with_context(|| format!("cannot open the snapshot directory {}", dir.display()))
 }
@@ -195,13 +211,28 @@ pub async fn run(
     let store = snapshot_store(&args)?;
     let table = Arc::new(table);
     let archiver = open_archive(&args, &table, &metrics)?;
+    let mut cluster = if args.cluster {
+        Some(ClusterSetup::new(&args)?)
+    } else {
+        None
+    };
+    // Cluster mode: each copy of a command to its partition's books, as the replica does.
+    let copies: Option<Vec<u32>> = cluster.as_ref().map(|c| {
+        table
+            .iter()
+            .map(|i| c.cluster.symbol_partition(&i.symbol))
+            .collect()
+    });
     let restored = {
         let archiver = archiver.clone();
         crate::snapshots::restore(
             backends.log.as_mut(),
             &table,
             cfg,
-            Some(&store),
+            crate::snapshots::Recovery {
+                store: Some(&store),
+                copies: copies.as_deref(),
+            },
             crate::snapshots::AnswersAt {
                 dir: &args.data_dir.join("answers"),
                 now_ms: SystemClock.now_nanos() / 1_000_000,
@@ -226,33 +257,47 @@ pub async fn run(
     engine.reserve(args.reserve_orders);
     idem.reserve(args.reserve_orders);
     let r1 = engine.risk().clone();
-    let cluster = if args.cluster {
-        let setup = ClusterSetup::new(&args, restored.checkpoint.clone())?;
-        Some(setup)
-    } else {
-        None
-    };
+    if let Some(c) = cluster.as_mut() {
+        c.start = restored.checkpoint.clone();
+    }
+    let cluster = cluster;
     let (stop_processor_tx, stop_processor_rx) = crossbeam_channel::bounded(1);
     let mut control = processor::Control {
         snapshots: None,
         stop: stop_processor_rx,
         archive: Some(archiver.clone()),
     };
-    if backends.log.position().is_some() {
+    let mut replica_snapshots = None;
+    let snapshot_config = crate::snapshots::SnapshotConfig {
+        journal_root: (args.log == crate::config::LogKind::Embedded).then(|| args.data_dir.clone()),
+        retention: match args.journal_retention {
+            RetentionMode::Keep => Retention::Keep,
+            RetentionMode::Delete => Retention::Delete,
+            RetentionMode::Archive => Retention::Archive,
+        },
+    };
+    if cluster.is_some() {
+        // The replica knows the exact offsets it applied: it snapshots on its own.
+        let tx = crate::snapshots::Snapshotter::spawn(
+            store,
+            Some(completer.clone()),
+            snapshot_config,
+            Arc::clone(&metrics),
+        )?;
+        replica_snapshots = Some(processor::replica::ReplicaSnapshots {
+            tx,
+            every_commands: args.snapshot_every_commands,
+            every: Duration::from_secs(args.snapshot_every_secs),
+            applied_before: restored.applied,
+            tail: metrics.replayed_commands.get(),
+        });
+    } else if backends.log.position().is_some() {
         let (log, positions) = crate::snapshots::PositionedLog::new(backends.log);
         backends.log = Box::new(log);
         let tx = crate::snapshots::Snapshotter::spawn(
             store,
             Some(completer.clone()),
-            crate::snapshots::SnapshotConfig {
-                journal_root: (args.log == crate::config::LogKind::Embedded)
-                    .then(|| args.data_dir.clone()),
-                retention: match args.journal_retention {
-                    RetentionMode::Keep => Retention::Keep,
-                    RetentionMode::Delete => Retention::Delete,
-                    RetentionMode::Archive => Retention::Archive,
-                },
-            },
+            snapshot_config,
             Arc::clone(&metrics),
         )?;
         control.snapshots = Some(processor::SnapshotPlan {
@@ -296,6 +341,7 @@ pub async fn run(
     let pins = pin_plan(&args);
     let processor_pin = pins.get(4).copied().flatten();
     let mut cluster_run = None;
+    let (doubts_tx, doubts_rx) = crossbeam_channel::unbounded();
     {
         let metrics = Arc::clone(&metrics);
         let feedback_tx = feedback_tx.clone();
@@ -321,6 +367,10 @@ pub async fn run(
                     leader_sinks,
                     table: Arc::clone(&table),
                     start: c.start.clone(),
+                    snapshots: replica_snapshots.take(),
+                    doubts: doubts_rx,
+                    keep: Duration::from_millis(args.ack_timeout_ms) * 2
+                        + processor::replica::EARLY_KEEP,
                 })
             }
             None => None,
@@ -379,6 +429,7 @@ pub async fn run(
             max_in_flight: args.log_in_flight.max(2),
             test_stall: Duration::from_millis(args.test_stall_log_ms),
             answered_to: Some(answered_tx),
+            doubts_to: cluster.is_some().then_some(doubts_tx),
         },
     );
     let ring_size = args.ring_size.max(64).next_power_of_two();
@@ -523,7 +574,8 @@ struct ClusterSetup {
 }
 
 impl ClusterSetup {
-    fn new(args: &ServeArgs, start: Checkpoint) -> anyhow::Result<ClusterSetup> {
+    /// `start` is set once recovery has ended.
+    fn new(args: &ServeArgs) -> anyhow::Result<ClusterSetup> {
         let brokers = args
             .kafka_brokers
             .as_deref()
@@ -548,7 +600,7 @@ impl ClusterSetup {
         Ok(ClusterSetup {
             kafka,
             cluster,
-            start,
+            start: Checkpoint::start(),
         })
     }
 }

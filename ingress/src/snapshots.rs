@@ -31,7 +31,10 @@ use anyhow::Context as _;
 use crossbeam_channel::{Receiver, Sender};
 use oms_core::command::{Command, PlaceOrder};
 use oms_core::idempotency::AnswerIndex;
-use oms_core::ports::{Checkpoint, IDEMPOTENCY_TTL, IdemKey, LogError, OrderLog, StoredResponse};
+use oms_core::ports::{
+    AppendOutcomes, BatchId, Checkpoint, IDEMPOTENCY_TTL, IdemKey, LogError, OrderLog,
+    StoredResponse,
+};
 use oms_core::{Engine, EngineConfig, InstrumentTable, Order};
 use oms_journal::{AnswerStore, Retention, SnapshotImage, SnapshotStore, remove_segments_before};
 
@@ -39,11 +42,61 @@ use crate::metrics::Metrics;
 use crate::pipeline::idempotency::Completer;
 
 /// The order log with its position reported after every append (see the module docs).
+/// A pipelined log (several batches in flight, Kafka) stays pipelined: the position is
+/// reported by the outcome side, after each batch it learns is durable.
 pub struct PositionedLog {
     inner: Box<dyn OrderLog>,
     /// Commands the processor will receive (everything but voids) appended so far.
     count: u64,
     tx: Sender<(u64, Checkpoint)>,
+    /// Pipelined: each submitted batch's id and the commands of it the processor will get.
+    submitted: Option<Sender<(BatchId, u64)>>,
+}
+
+/// The outcome side of a pipelined [`PositionedLog`].
+struct PositionedOutcomes {
+    inner: Box<dyn AppendOutcomes>,
+    submitted: Receiver<(BatchId, u64)>,
+    count: u64,
+    tx: Sender<(u64, Checkpoint)>,
+}
+
+impl AppendOutcomes for PositionedOutcomes {
+    fn wait(&mut self, id: BatchId) -> Result<(), LogError> {
+        let r = self.inner.wait(id);
+        // Waits come in submission order, one per successful submit, each after its submit
+        // recorded the batch here.
+        let mut n = 0;
+        while let Ok((sid, k)) = self
+            .submitted
+            .recv_timeout(std::time::Duration::from_secs(1))
+        {
+            if sid == id {
+                n = k;
+                break;
+            }
+        }
+        if r.is_ok() {
+            self.count += n;
+            // Sent before the acknowledger hands the batch to the processor, so a position
+            // always arrives before the commands it covers.
+            if let Some(p) = self.inner.position() {
+                let _ = self.tx.send((self.count, p));
+            }
+        }
+        r
+    }
+
+    fn position(&self) -> Option<Checkpoint> {
+        self.inner.position()
+    }
+}
+
+fn processor_commands(batch: &[Command]) -> u64 {
+    batch
+        .iter()
+        .filter(|c| !matches!(c, Command::Void(_)))
+        .count() as u64
 }
 
 impl PositionedLog {
@@ -55,6 +108,7 @@ impl PositionedLog {
                 inner,
                 count: 0,
                 tx,
+                submitted: None,
             },
             rx,
         )
@@ -64,14 +118,32 @@ impl PositionedLog {
 impl OrderLog for PositionedLog {
     fn append(&mut self, batch: &[Command]) -> Result<(), LogError> {
         self.inner.append(batch)?;
-        self.count += batch
-            .iter()
-            .filter(|c| !matches!(c, Command::Void(_)))
-            .count() as u64;
+        self.count += processor_commands(batch);
         if let Some(p) = self.inner.position() {
             let _ = self.tx.send((self.count, p));
         }
         Ok(())
+    }
+
+    fn outcomes(&mut self) -> Option<Box<dyn AppendOutcomes>> {
+        let inner = self.inner.outcomes()?;
+        let (tx, rx) = crossbeam_channel::unbounded();
+        self.submitted = Some(tx);
+        Some(Box::new(PositionedOutcomes {
+            inner,
+            submitted: rx,
+            count: self.count,
+            tx: self.tx.clone(),
+        }))
+    }
+
+    fn submit(&mut self, batch: &[Command]) -> Result<BatchId, LogError> {
+        let Some(s) = &self.submitted else {
+            return self.append(batch).map(|()| 0);
+        };
+        let id = self.inner.submit(batch)?;
+        let _ = s.send((id, processor_commands(batch)));
+        Ok(id)
     }
 
     fn replay(
@@ -80,6 +152,14 @@ impl OrderLog for PositionedLog {
         visit: &mut dyn FnMut(&Command),
     ) -> Result<Checkpoint, LogError> {
         self.inner.replay(from, visit)
+    }
+
+    fn replay_copies(
+        &mut self,
+        from: &Checkpoint,
+        visit: &mut dyn FnMut(u32, &Command),
+    ) -> Result<Checkpoint, LogError> {
+        self.inner.replay_copies(from, visit)
     }
 
     fn position(&self) -> Option<Checkpoint> {
@@ -308,6 +388,7 @@ pub fn replay_tail(
     from: &Checkpoint,
     engine: &mut Engine,
     answers: &mut Answers<'_>,
+    copies: Option<&[u32]>,
     evicted: &mut dyn FnMut(Vec<Order>),
 ) -> anyhow::Result<(Checkpoint, u64)> {
     let mut voided = std::collections::HashSet::new();
@@ -317,6 +398,7 @@ pub fn replay_tail(
         }
     })
     .context("scanning the order log")?;
+
     if !voided.is_empty() {
         tracing::warn!(
             voided = voided.len(),
@@ -326,30 +408,44 @@ pub fn replay_tail(
     let mut events = Vec::with_capacity(64);
     let mut n = 0u64;
     let mut failed = None;
-    let checkpoint = log
-        .replay(from, &mut |cmd: &Command| {
-            if matches!(cmd, Command::Void(_)) {
-                return;
-            }
-            if let Some(id) = cmd.order_id()
-                && voided.contains(&(id, cmd.ts()))
-            {
-                return;
-            }
-            events.clear();
-            engine.apply(cmd, &mut events);
-            if let Command::Place(p) = cmd
-                && let Err(e) = answers.record_place(p)
-            {
-                failed.get_or_insert(e);
-            }
-            n += 1;
-            if n.is_multiple_of(4096) {
-                // Finished orders leave memory during a long replay too.
-                drain(engine, evicted);
-            }
-        })
-        .context("replaying the order log")?;
+    let mut visit = |p: u32, cmd: &Command| {
+        if matches!(cmd, Command::Void(_)) {
+            return;
+        }
+        // A single node never applied a voided command; cluster replicas apply what the
+        // log holds, voided or not (`processor::doubt`), and recovery must match them.
+        if copies.is_none()
+            && let Some(id) = cmd.order_id()
+            && voided.contains(&(id, cmd.ts()))
+        {
+            return;
+        }
+        events.clear();
+        match copies {
+            // Cluster mode: each copy to its partition's books, as the replica does.
+            Some(parts) => engine.apply_partition(
+                cmd,
+                &|s: oms_core::SymbolId| parts.get(s.0 as usize) == Some(&p),
+                &mut events,
+            ),
+            None => engine.apply(cmd, &mut events),
+        }
+        if let Command::Place(p) = cmd
+            && let Err(e) = answers.record_place(p)
+        {
+            failed.get_or_insert(e);
+        }
+        n += 1;
+        if n.is_multiple_of(4096) {
+            // Finished orders leave memory during a long replay too.
+            drain(engine, evicted);
+        }
+    };
+    let checkpoint = match copies {
+        Some(_) => log.replay_copies(from, &mut visit),
+        None => log.replay(from, &mut |c| visit(0, c)),
+    }
+    .context("replaying the order log")?;
     if let Some(e) = failed {
         return Err(e);
     }
@@ -392,14 +488,30 @@ pub struct AnswersAt<'a> {
     pub now_ms: u64,
 }
 
+/// What [`restore`] starts from.
+#[derive(Clone, Copy, Default)]
+pub struct Recovery<'a> {
+    /// Where snapshots are (`None`: replay the whole log).
+    pub store: Option<&'a SnapshotStore>,
+    /// Cluster mode: the partition of each symbol (index = symbol id); every copy of a
+    /// command written to several partitions is applied to its partition's books, exactly
+    /// as the replica applies it, so a snapshot the replica took at any offsets continues.
+    pub copies: Option<&'a [u32]>,
+}
+
 /// Loads the newest usable snapshot, then the log tail; a full replay without one. The
 /// idempotency index is rebuilt from the answer store. Orders the engine evicts on the way
 /// are handed to `evicted` (the archive).
+///
+/// A snapshot is unusable when it does not verify (checksum, versions), when its checkpoint
+/// lies beyond the log's end (a log that reports its end), or when the log refuses the tail
+/// replay from its checkpoint (a Kafka topic whose records before it were deleted, or that
+/// ends before it): then the previous snapshot is tried, and finally a full replay.
 pub fn restore(
     log: &mut dyn OrderLog,
     table: &InstrumentTable,
     cfg: EngineConfig,
-    store: Option<&SnapshotStore>,
+    recovery: Recovery<'_>,
     answers_at: AnswersAt<'_>,
     metrics: &Metrics,
     evicted: &mut dyn FnMut(Vec<Order>),
@@ -417,79 +529,104 @@ pub fn restore(
             })?
     };
     let end = log.position();
-    let mut base: Option<(SnapshotImage, Engine)> = None;
-    if let (Some(store), Some(end)) = (store, end.as_ref()) {
-        for seq in store.list()? {
-            let path = store.path(seq);
-            let attempt = (|| -> anyhow::Result<(SnapshotImage, Engine)> {
-                let img = store.read(seq)?;
-                for (p, o) in &img.checkpoint.next {
-                    if *o > end.next_offset(*p) {
-                        anyhow::bail!(
-                            "its checkpoint (partition {p} offset {o}) is beyond the log's end"
-                        );
-                    }
-                }
-                let engine = Engine::restore(table.clone(), cfg.clone(), &img.engine)?;
-                Ok((img, engine))
-            })();
-            match attempt {
-                Ok(b) => {
-                    base = Some(b);
-                    break;
-                }
-                Err(e) => {
-                    metrics.snapshot_errors.inc();
-                    tracing::warn!(path = %path.display(), error = %e, "snapshot unusable; trying the previous one");
+    let candidates = match recovery.store {
+        Some(store) => store.list()?,
+        None => Vec::new(),
+    };
+    let load = |seq: u64| -> anyhow::Result<(SnapshotImage, Engine)> {
+        let store = recovery.store.context("no snapshot store")?;
+        let img = store.read(seq)?;
+        if let Some(end) = end.as_ref() {
+            for (p, o) in &img.checkpoint.next {
+                if *o > end.next_offset(*p) {
+                    anyhow::bail!(
+                        "its checkpoint (partition {p} offset {o}) is beyond the log's end"
+                    );
                 }
             }
         }
-    }
-    let (mut engine, from, applied0, seq) = match base {
-        Some((img, engine)) => (engine, img.checkpoint, img.applied, Some(img.seq)),
-        None => (
-            Engine::new(table.clone(), cfg),
-            Checkpoint::start(),
-            0,
-            None,
-        ),
+        let engine = Engine::restore(table.clone(), cfg.clone(), &img.engine)?;
+        Ok((img, engine))
     };
-    let loaded_ms = started.elapsed().as_millis() as u64;
     let ((mut answer_store, mut idem), answers_took) = loader
         .join()
         .map_err(|_| anyhow::anyhow!("loading the answer store panicked"))??;
     let answers_ms = answers_took.as_millis() as u64;
-    let mut answers = Answers {
-        index: &mut idem,
-        store: &mut answer_store,
-        table,
-        now_ms: now,
-        rendered: 0,
-    };
-    let (checkpoint, n) = replay_tail(log, &from, &mut engine, &mut answers, evicted)?;
-    let rendered = answers.rendered;
-    answer_store.expire(now);
-    let took = started.elapsed();
-    metrics.replayed_commands.inc_by(n);
-    metrics.replay_seconds.set(took.as_secs_f64());
-    metrics.idempotency_keys.set(idem.len() as i64);
-    tracing::info!(
-        snapshot = ?seq,
-        snapshot_load_ms = loaded_ms,
-        answers_load_ms = answers_ms,
-        tail_commands = n,
-        answers_rendered = rendered,
-        took_ms = took.as_millis() as u64,
-        orders = engine.order_count(),
-        answers = idem.len(),
-        "recovered"
-    );
-    Ok(Restored {
-        engine,
-        idem,
-        answers: answer_store,
-        checkpoint,
-        applied: applied0 + n,
-        snapshot_seq: seq,
-    })
+    let mut next = 0;
+    loop {
+        let attempt_started = Instant::now();
+        let mut base = None;
+        while base.is_none() && next < candidates.len() {
+            let seq = candidates[next];
+            next += 1;
+            match load(seq) {
+                Ok(b) => base = Some(b),
+                Err(e) => {
+                    metrics.snapshot_errors.inc();
+                    let path = recovery.store.map(|s| s.path(seq)).unwrap_or_default();
+                    tracing::warn!(path = %path.display(), error = %e, "snapshot unusable; trying the previous one");
+                }
+            }
+        }
+        let (mut engine, from, applied0, seq) = match base {
+            Some((img, engine)) => (engine, img.checkpoint, img.applied, Some(img.seq)),
+            None => (
+                Engine::new(table.clone(), cfg.clone()),
+                Checkpoint::start(),
+                0,
+                None,
+            ),
+        };
+        let loaded_ms = attempt_started.elapsed().as_millis() as u64;
+        let mut answers = Answers {
+            index: &mut idem,
+            store: &mut answer_store,
+            table,
+            now_ms: now,
+            rendered: 0,
+        };
+        let (checkpoint, n) = match replay_tail(
+            log,
+            &from,
+            &mut engine,
+            &mut answers,
+            recovery.copies,
+            evicted,
+        ) {
+            Ok(r) => r,
+            Err(e) if seq.is_some() => {
+                // The log cannot continue this snapshot (its records before the
+                // checkpoint are gone, or it ends before it): try the previous one.
+                metrics.snapshot_errors.inc();
+                tracing::warn!(snapshot = ?seq, error = %format!("{e:#}"), "the log cannot continue from this snapshot; trying the previous one");
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        let rendered = answers.rendered;
+        answer_store.expire(now);
+        let took = started.elapsed();
+        metrics.replayed_commands.inc_by(n);
+        metrics.replay_seconds.set(took.as_secs_f64());
+        metrics.idempotency_keys.set(idem.len() as i64);
+        tracing::info!(
+            snapshot = ?seq,
+            snapshot_load_ms = loaded_ms,
+            answers_load_ms = answers_ms,
+            tail_commands = n,
+            answers_rendered = rendered,
+            took_ms = took.as_millis() as u64,
+            orders = engine.order_count(),
+            answers = idem.len(),
+            "recovered"
+        );
+        return Ok(Restored {
+            engine,
+            idem,
+            answers: answer_store,
+            checkpoint,
+            applied: applied0 + n,
+            snapshot_seq: seq,
+        });
+    }
 }

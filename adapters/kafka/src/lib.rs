@@ -28,6 +28,7 @@ mod log;
 mod membership;
 mod partition;
 mod publisher;
+mod settled;
 mod stats;
 
 pub use admin::{create_topics, orders_partitions, wait_ready};
@@ -39,4 +40,5 @@ pub use log::{KafkaLog, SCHEMA_VERSION};
 pub use membership::{Announcement, Directory, GroupMember, Owner, OwnershipListener};
 pub use partition::{murmur2, partition_for};
 pub use publisher::{EventPublisher, PublisherCounters};
+pub use settled::SettledPrefix;
 pub use stats::{KafkaStats, StatsSnapshot};

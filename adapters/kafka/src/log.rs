@@ -71,6 +71,8 @@ struct Inflight {
     /// Handing the batch over stopped early with this error (some records may be in flight).
     send_error: Option<LogError>,
     deadline: Instant,
+    /// `(partition, offset + 1)` of the newest acknowledged record per partition.
+    next: Vec<(u32, u64)>,
 }
 
 impl Inflight {
@@ -91,6 +93,12 @@ struct Shared {
     done: Condvar,
     producer: Mutex<Weak<ThreadedProducer<LogContext>>>,
     ack_timeout: Duration,
+    /// The log position after the last record replayed or acknowledged, for snapshots
+    /// (`None` until a replay tells where the log ended). Outcomes are learnt in submission
+    /// order and each partition is written in that order, so after batch `k` is acknowledged
+    /// every record of batches up to `k` is below this position (records of an earlier batch
+    /// that failed with an unknown outcome too: they are voided, never applied).
+    position: Mutex<Option<Checkpoint>>,
 }
 
 /// Producer context: counts delivery reports (on librdkafka's polling thread) and wakes the
@@ -118,7 +126,14 @@ impl ProducerContext for LogContext {
             return; // a record of a batch already decided
         };
         match result {
-            Ok(_) => b.acked += 1,
+            Ok(m) => {
+                b.acked += 1;
+                let (p, next) = (m.partition() as u32, m.offset() as u64 + 1);
+                match b.next.iter_mut().find(|(q, _)| *q == p) {
+                    Some(e) => e.1 = e.1.max(next),
+                    None => b.next.push((p, next)),
+                }
+            }
             Err((err, msg)) => {
                 // SAFETY: `msg.ptr()` is the live librdkafka message of this delivery report;
                 // rd_kafka_message_status only reads it.
@@ -209,10 +224,23 @@ impl Shared {
     /// The outcome of batch `id`, with the meaning of [`OrderLog::append`]'s.
     fn outcome(&self, id: BatchId) -> Result<(), LogError> {
         if self.wait_reported(id) {
-            self.remove(id);
+            if let Some(b) = self.remove(id) {
+                self.advance(&b);
+            }
             return Ok(());
         }
         Err(self.abandon(id))
+    }
+
+    /// Moves the position past an acknowledged batch.
+    fn advance(&self, b: &Inflight) {
+        if let Some(pos) = self.position.lock().as_mut() {
+            for &(p, next) in &b.next {
+                if next > pos.next_offset(p) {
+                    pos.set(p, next);
+                }
+            }
+        }
     }
 }
 
@@ -224,6 +252,10 @@ struct KafkaOutcomes {
 impl AppendOutcomes for KafkaOutcomes {
     fn wait(&mut self, id: BatchId) -> Result<(), LogError> {
         self.shared.outcome(id)
+    }
+
+    fn position(&self) -> Option<Checkpoint> {
+        self.shared.position.lock().clone()
     }
 }
 
@@ -303,6 +335,7 @@ impl KafkaLog {
             done: Condvar::new(),
             producer: Mutex::new(Weak::new()),
             ack_timeout: cfg.ack_timeout,
+            position: Mutex::new(None),
         });
         let producer = build_producer(cfg, &stats, &shared)?;
         let topic = cfg.topics().orders;
@@ -447,6 +480,7 @@ impl KafkaLog {
             first_error: None,
             send_error: None,
             deadline,
+            next: Vec::new(),
         });
         let mut expected = 0;
         let mut failure = None;
@@ -492,6 +526,7 @@ impl KafkaLog {
             return Err(unavailable(e));
         }
         let mut failure = None;
+        let mut acked = None;
         match self.hand_over(batch, deadline) {
             // Wait for the delivery reports ourselves first: rdkafka's `commit_transaction`
             // flushes by polling in 100 ms steps, which would make every batch cost 100 ms.
@@ -505,14 +540,19 @@ impl KafkaLog {
                             }),
                     );
                 } else {
-                    self.shared.remove(id);
+                    acked = self.shared.remove(id);
                 }
             }
             Err(e) => failure = Some(e),
         }
         if failure.is_none() {
             match self.producer.commit_transaction(remaining()) {
-                Ok(()) => return Ok(()),
+                Ok(()) => {
+                    if let Some(b) = &acked {
+                        self.shared.advance(b);
+                    }
+                    return Ok(());
+                }
                 Err(e) => failure = Some(unavailable(e)),
             }
         }
@@ -534,7 +574,24 @@ impl KafkaLog {
         from: &Checkpoint,
         visit: &mut dyn FnMut(u32, u64, &Command),
     ) -> Result<Checkpoint, KafkaAdapterError> {
-        replay_topic(&self.cfg, &self.topic, from, visit)
+        let end = replay_topic(&self.cfg, &self.topic, from, Copies::First, visit)?;
+        self.replayed(&end);
+        Ok(end)
+    }
+
+    /// A replay reached `end`: appends continue from there (see [`Shared::position`]).
+    fn replayed(&self, end: &Checkpoint) {
+        let mut pos = self.shared.position.lock();
+        match pos.as_mut() {
+            Some(p) => {
+                for &(q, next) in &end.next {
+                    if next > p.next_offset(q) {
+                        p.set(q, next);
+                    }
+                }
+            }
+            None => *pos = Some(end.clone()),
+        }
     }
 }
 
@@ -580,6 +637,36 @@ impl OrderLog for KafkaLog {
         self.replay_records(from, &mut |_, _, c| visit(c))
             .map_err(to_log_error)
     }
+
+    fn replay_copies(
+        &mut self,
+        from: &Checkpoint,
+        visit: &mut dyn FnMut(u32, &Command),
+    ) -> Result<Checkpoint, LogError> {
+        let end = replay_topic(
+            &self.cfg,
+            &self.topic,
+            from,
+            Copies::Each,
+            &mut |p, _, c| visit(p, c),
+        )
+        .map_err(to_log_error)?;
+        self.replayed(&end);
+        Ok(end)
+    }
+
+    fn position(&self) -> Option<Checkpoint> {
+        self.shared.position.lock().clone()
+    }
+}
+
+/// Which copies of a symbol-less command (written to every partition) a replay visits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Copies {
+    /// Partition 0's: the command once, as the single-node processor applied it.
+    First,
+    /// Every partition's, as cluster mode's replicas apply them (each to its partition).
+    Each,
 }
 
 /// Maps adapter errors onto the port's error.
@@ -648,6 +735,7 @@ pub(crate) fn replay_topic(
     cfg: &KafkaConfig,
     topic: &str,
     from: &Checkpoint,
+    copies: Copies,
     visit: &mut dyn FnMut(u32, u64, &Command),
 ) -> Result<Checkpoint, KafkaAdapterError> {
     let timeout = cfg.ack_timeout.max(Duration::from_secs(5));
@@ -707,8 +795,8 @@ pub(crate) fn replay_topic(
                         st.paused = false;
                     }
                     // Symbol-less commands (halts, cancel-all of every symbol) were written to
-                    // every partition: visit one copy.
-                    if cmd.symbol().is_some() || id == 0 {
+                    // every partition: visit one copy, or each (`copies`).
+                    if cmd.symbol().is_some() || id == 0 || copies == Copies::Each {
                         visit(id as u32, off as u64, &cmd);
                     }
                     out.set(id as u32, off as u64 + 1);

@@ -29,6 +29,7 @@ use crate::config::{KafkaConfig, Topics};
 use crate::error::KafkaAdapterError;
 use crate::json::{EventTopic, event_json};
 use crate::log::SCHEMA_VERSION;
+use crate::settled::SettledPrefix;
 use crate::stats::{KafkaStats, StatsContext};
 
 /// `content-type` of an event record.
@@ -53,6 +54,9 @@ pub struct PublisherCounters {
     pub queue_full: AtomicU64,
     /// Events that could not be formatted (unknown symbol) or handed to librdkafka.
     pub dropped_invalid: AtomicU64,
+    /// The accepted events (numbered in `enqueued` order) that are all acknowledged or
+    /// failed, as a prefix: what cluster mode may commit as emitted.
+    pub settled: SettledPrefix,
 }
 
 impl PublisherCounters {
@@ -80,9 +84,11 @@ impl ClientContext for PublisherContext {
 }
 
 impl ProducerContext for PublisherContext {
-    type DeliveryOpaque = ();
+    /// The event's number in `enqueued` order (see [`PublisherCounters::settled`]).
+    type DeliveryOpaque = usize;
 
-    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+    fn delivery(&self, result: &DeliveryResult<'_>, seq: usize) {
+        self.counters.settled.mark(seq as u64);
         match result {
             Ok(_) => self.counters.produced.fetch_add(1, Ordering::Relaxed),
             Err((e, _)) => {
@@ -207,6 +213,9 @@ fn run(
         EventTopic::Prices => topics.prices.as_str(),
         EventTopic::RiskEvents => topics.risk_events.as_str(),
     };
+    // The number of the next event taken from the queue: events are taken in the order
+    // `publish` accepted them, so this is their index in `enqueued`.
+    let mut seq: u64 = 0;
     let mut open = true;
     while open {
         let first = match rx.recv_timeout(Duration::from_millis(50)) {
@@ -221,8 +230,11 @@ fn run(
             .into_iter()
             .chain(std::iter::from_fn(|| rx.try_recv().ok()).take(DRAIN_BATCH));
         for event in batch {
+            let this = seq;
+            seq += 1;
             let Some(m) = event_json(&event, &table) else {
                 counters.dropped_invalid.fetch_add(1, Ordering::Relaxed);
+                counters.settled.mark(this);
                 continue;
             };
             let mut headers = OwnedHeaders::new_with_capacity(3)
@@ -240,7 +252,7 @@ fn run(
                     value: Some(c.as_str()),
                 });
             }
-            let mut record = BaseRecord::to(topic_name(m.topic))
+            let mut record = BaseRecord::with_opaque_to(topic_name(m.topic), this as usize)
                 .key(m.key.as_str())
                 .payload(m.json.as_slice())
                 .headers(headers);
@@ -257,6 +269,7 @@ fn run(
                     Err((e, _)) => {
                         tracing::warn!(target: "oms_kafka", error = %e, "event not produced");
                         counters.dropped_invalid.fetch_add(1, Ordering::Relaxed);
+                        counters.settled.mark(this);
                         break;
                     }
                 }

@@ -97,6 +97,13 @@ impl<T> Clone for ProjectorSender<T> {
     }
 }
 
+impl<T> ProjectorSender<T> {
+    /// The counters of the projector this sender feeds.
+    pub fn stats(&self) -> &Arc<ProjectorStats> {
+        &self.stats
+    }
+}
+
 impl<T: EventBatch> ProjectorSender<T> {
     /// Sends a batch; gives it back if the projector is gone.
     pub fn send(&self, batch: T) -> Result<(), SendError<T>> {

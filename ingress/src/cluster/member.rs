@@ -14,9 +14,11 @@ use super::{Cluster, Takeover};
 
 /// How long a revoked leader waits for requests it already admitted.
 const REVOKE_WAIT: Duration = Duration::from_secs(3);
-/// How often a leader commits how far it has emitted its partitions' events (a killed
-/// leader's successor re-emits at most two of these).
+/// How often a leader commits how far its partitions' events are delivered (a killed
+/// leader's successor re-emits what was delivered after the last commit: at-least-once).
 const COMMIT_EVERY: Duration = Duration::from_secs(1);
+/// How long a revoked leader waits for its sinks to deliver what it emitted.
+const SETTLE_WAIT: Duration = Duration::from_secs(2);
 
 struct Listener {
     cluster: Arc<Cluster>,
@@ -29,7 +31,7 @@ impl OwnershipListener for Listener {
         tracing::info!(?partitions, "cluster: leadership revoked");
         self.cluster.revoke(partitions, REVOKE_WAIT);
         self.changed.store(true, Ordering::Release);
-        self.cluster.emitted(partitions)
+        self.cluster.settle(partitions, SETTLE_WAIT)
     }
 
     fn assigned(&self, partitions: &[u32]) {
@@ -67,8 +69,7 @@ impl Membership {
             .name("oms-cluster".into())
             .spawn(move || {
                 let mut last_commit = std::time::Instant::now();
-                let mut last_emitted: Vec<(u32, u64)> = Vec::new();
-                let mut last_seen: Vec<(u32, u64)> = Vec::new();
+                let mut last_committed: Vec<(u32, u64)> = Vec::new();
                 while !stopping.load(Ordering::Acquire) {
                     member.poll(Duration::from_millis(50));
                     let gained: Vec<Vec<u32>> = std::mem::take(&mut *listener.gained.lock());
@@ -97,22 +98,16 @@ impl Membership {
                             .into_iter()
                             .filter(|&p| cluster.is_ready_partition(p))
                             .collect();
-                        // Commit what was handed to the event publisher one interval ago: by now
-                        // it is on the broker (the publisher lingers milliseconds), so a killed
-                        // leader's successor re-emits at most two intervals, never skips.
-                        let emitted = cluster.emitted(&ready);
-                        let settled: Vec<(u32, u64)> = last_seen
-                            .iter()
-                            .filter(|(p, _)| ready.contains(p))
-                            .copied()
-                            .collect();
-                        if settled != last_emitted {
+                        // Only what every leader sink has delivered (the processor tracks it
+                        // per partition): a killed leader's successor re-emits from here, so
+                        // nothing is skipped and at most one interval is sent twice.
+                        let settled = cluster.settled(&ready);
+                        if settled != last_committed {
                             if let Err(e) = member.commit_emitted(&settled) {
                                 tracing::warn!(error = %e, "cluster: could not commit emitted offsets");
                             }
-                            last_emitted = settled;
+                            last_committed = settled;
                         }
-                        last_seen = emitted;
                         last_commit = std::time::Instant::now();
                     }
                     if listener.changed.swap(false, Ordering::AcqRel) {

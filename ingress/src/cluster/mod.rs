@@ -52,8 +52,12 @@ pub struct Cluster {
     in_flight: Vec<AtomicU32>,
     /// Per partition, the next offset this node's replica will apply.
     applied: Vec<AtomicU64>,
-    /// Per led partition, the next offset whose events this node has emitted as leader.
+    /// Per led partition, the next offset whose events this node has handed to its leader
+    /// sinks.
     emitted: Vec<AtomicU64>,
+    /// Per led partition, the next offset whose events every leader sink has settled
+    /// (delivered): what the group may record as emitted (`EventSink::progress`).
+    settled: Vec<AtomicU64>,
     /// The group has given this node its first assignment (possibly empty).
     joined: std::sync::atomic::AtomicBool,
     /// Last time `ready` changed to cover every owned partition (for the rebalance metric).
@@ -73,6 +77,7 @@ impl Cluster {
             joined: std::sync::atomic::AtomicBool::new(false),
             applied: (0..partitions).map(|_| AtomicU64::new(0)).collect(),
             emitted: (0..partitions).map(|_| AtomicU64::new(0)).collect(),
+            settled: (0..partitions).map(|_| AtomicU64::new(0)).collect(),
             rebalances: AtomicU64::new(0),
         }
     }
@@ -181,10 +186,33 @@ impl Cluster {
 
     /// `(partition, next offset emitted)` for `parts`.
     pub fn emitted(&self, parts: &[u32]) -> Vec<(u32, u64)> {
-        parts
-            .iter()
-            .filter_map(|&p| Some((p, self.emitted.get(p as usize)?.load(Ordering::Acquire))))
-            .collect()
+        load(&self.emitted, parts)
+    }
+
+    /// Leader events of partition `p` up to (not including) offset `next` are delivered by
+    /// every leader sink.
+    pub fn set_settled(&self, p: u32, next: u64) {
+        if let Some(a) = self.settled.get(p as usize) {
+            a.store(next, Ordering::Release);
+        }
+    }
+
+    /// `(partition, next offset settled)` for `parts`: what the group may record.
+    pub fn settled(&self, parts: &[u32]) -> Vec<(u32, u64)> {
+        load(&self.settled, parts)
+    }
+
+    /// Waits, up to `wait`, until every event emitted for `parts` has settled; returns the
+    /// settled offsets (a revoked leader commits them so its successor starts there).
+    pub fn settle(&self, parts: &[u32], wait: Duration) -> Vec<(u32, u64)> {
+        let until = Instant::now() + wait;
+        loop {
+            let settled = self.settled(parts);
+            if settled == self.emitted(parts) || Instant::now() >= until {
+                return settled;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
     }
 
     /// This node leads `p` and has caught up on it (its events are emitted directly).
@@ -212,6 +240,13 @@ impl Drop for InFlightGuard {
     fn drop(&mut self) {
         self.cluster.in_flight[self.p as usize].fetch_sub(1, Ordering::AcqRel);
     }
+}
+
+fn load(v: &[AtomicU64], parts: &[u32]) -> Vec<(u32, u64)> {
+    parts
+        .iter()
+        .filter_map(|&p| Some((p, v.get(p as usize)?.load(Ordering::Acquire))))
+        .collect()
 }
 
 fn mask(parts: &[u32]) -> u64 {

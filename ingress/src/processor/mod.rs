@@ -12,6 +12,7 @@
 //! engine encode runs here; hashing, making the idempotency answers durable and the file write
 //! run on the snapshot thread ([`crate::snapshots`]).
 
+pub mod doubt;
 pub mod replica;
 
 use std::sync::Arc;

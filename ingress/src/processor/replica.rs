@@ -8,7 +8,9 @@
 //!   is answered when its own record is applied here; a read waits until every command this
 //!   node acknowledged before it has been applied (read-your-writes). A record may be applied
 //!   before its registration arrives, so applied commands of led accounts are remembered for
-//!   a while ([`EARLY_KEEP`]).
+//!   a while ([`ReplicaPlan::keep`]).
+//! - **In-doubt places.** A place whose append timed out with an unknown outcome is decided by
+//!   the log ([`super::doubt`]): read back → written, its void read first → undone.
 //! - **Partitions.** Each record is applied as its partition's copy (an all-symbol
 //!   cancel-all touches only that partition's symbols), so a partition's books are the same
 //!   on every node whatever the interleaving; a cancel-all is answered once every
@@ -32,6 +34,7 @@ use oms_core::ports::{Checkpoint, Completion, EventSink, IdemKey, StoredResponse
 use oms_core::risk::RiskImage;
 use oms_core::{AccountId, Engine, Event, InstrumentTable, SymbolId};
 
+use super::doubt::Doubts;
 use super::{Query, StopRequest, answer};
 use crate::archive::{ArchiveMsg, Archiver};
 use crate::cluster::replica::ReplicaBatch;
@@ -40,14 +43,28 @@ use crate::metrics::{Metrics, Stage};
 use crate::pipeline::handoff::{Durable, Feedback};
 use crate::pipeline::slot::{Reply, Ticket};
 use crate::pipeline::stages::IdemMsg;
+use crate::pipeline::stages::publish::undo;
+use crate::snapshots::SnapMsg;
 
 /// How long an applied command of a led account waits for its registration, and a
-/// registration for its record, before it is dropped.
-const EARLY_KEEP: Duration = Duration::from_secs(10);
+/// registration for its record, before it is dropped (at least; see [`ReplicaPlan::keep`]).
+pub const EARLY_KEEP: Duration = Duration::from_secs(10);
+/// How long an in-doubt place waits for its record or its void.
+const DOUBT_KEEP: Duration = Duration::from_secs(600);
 /// Events of a partition this node does not lead, kept so that it can emit what the previous
 /// leader had not when it takes the partition over (a killed leader commits its progress
 /// every second; more than this many events behind is a gap, counted and logged).
 const RECENT_EVENTS: usize = 50_000;
+/// How often the processor records how far each leader sink has been given events, so it can
+/// tell when they have settled (see [`Mark`]).
+const MARK_EVERY: Duration = Duration::from_millis(20);
+
+/// A point in the leader sinks' streams: once every sink has settled `accepted[i]` events,
+/// the events of the led partitions up to `emitted` are delivered and may be committed.
+struct Mark {
+    accepted: Vec<Option<u64>>,
+    emitted: Vec<(u32, u64)>,
+}
 
 /// What cluster mode adds to the processor.
 pub struct ReplicaPlan {
@@ -60,6 +77,26 @@ pub struct ReplicaPlan {
     pub table: Arc<InstrumentTable>,
     /// Where the replica's reader started (every partition's next offset).
     pub start: Checkpoint,
+    /// Periodic snapshots of the replica (`None`: off).
+    pub snapshots: Option<ReplicaSnapshots>,
+    /// Places this node answered 503 with an unknown append outcome.
+    pub doubts: Receiver<Vec<Command>>,
+    /// How long applied commands are remembered for a late registration: longer than the
+    /// append timeout, so an in-doubt place read back before its outcome was reported is
+    /// still known as written when it is registered.
+    pub keep: Duration,
+}
+
+/// When the replica snapshots: its state at exactly the offsets it applied, so a restart
+/// loads it and reads every partition from there (docs/scale-out.md, "Restart").
+pub struct ReplicaSnapshots {
+    pub tx: Sender<SnapMsg>,
+    pub every_commands: u64,
+    pub every: Duration,
+    /// Records applied before this run (snapshot + tail), for the snapshot header.
+    pub applied_before: u64,
+    /// Records start-up replayed on top of its snapshot: they count towards the first one.
+    pub tail: u64,
 }
 
 /// Identifies a command across the ring and the log (`ts` is unique per node).
@@ -136,8 +173,24 @@ struct Replica {
     leader_events: Vec<Event>,
     /// Per partition not emitted directly: `(offset, event)` of the newest events.
     recent: Vec<VecDeque<(u64, Event)>>,
+    /// Per partition, the newest offset whose events fell out of `recent` (a takeover from
+    /// before it cannot emit everything: a counted gap).
+    recent_dropped: Vec<Option<u64>>,
+    /// Per partition, the next offset whose events went to the leader sinks.
+    emitted: Vec<u64>,
+    marks: VecDeque<Mark>,
+    last_mark: Instant,
+    /// Records applied in this run, and at the last snapshot.
+    applied_count: u64,
+    snapshot_count: u64,
+    /// The start-up tail, until the first snapshot covers it.
+    carried: u64,
+    last_snapshot: Instant,
+    /// Answered when the last periodic snapshot is on disk.
+    snapshot_in_flight: Option<Receiver<()>>,
     fb: Vec<Feedback>,
     evicted: Vec<oms_core::Order>,
+    doubts: Doubts,
 }
 
 /// Runs the cluster-mode processor until stopped or its inputs close.
@@ -164,6 +217,8 @@ pub fn run(
     }
     let records = plan.records.clone();
     let takeovers = plan.takeovers.clone();
+    let doubts = plan.doubts.clone();
+    let carried = plan.snapshots.as_ref().map_or(0, |s| s.tail);
     let mut r = Replica {
         applied: plan.start.clone(),
         plan,
@@ -181,8 +236,18 @@ pub fn run(
         all_events: Vec::with_capacity(1024),
         leader_events: Vec::with_capacity(1024),
         recent: (0..n_parts).map(|_| VecDeque::new()).collect(),
+        recent_dropped: vec![None; n_parts],
+        emitted: vec![0; n_parts],
+        marks: VecDeque::new(),
+        last_mark: Instant::now(),
+        applied_count: 0,
+        snapshot_count: 0,
+        carried,
+        last_snapshot: Instant::now(),
+        snapshot_in_flight: None,
         fb: Vec::with_capacity(256),
         evicted: Vec::new(),
+        doubts: Doubts::default(),
     };
     let tick = Duration::from_millis(100);
     loop {
@@ -210,7 +275,15 @@ pub fn run(
                     r.takeovers.push(t);
                 }
             }
+            recv(doubts) -> d => {
+                if let Ok(places) = d {
+                    r.doubt(places);
+                }
+            }
             recv(stop) -> req => {
+                // Whatever was applied is exactly `applied`, so the final snapshot is
+                // consistent at any point.
+                r.final_snapshot(&engine);
                 if let Ok(done) = req {
                     let _ = done.send(());
                 }
@@ -218,8 +291,12 @@ pub fn run(
             }
             default(tick) => {}
         }
+        if r.snapshot_due() {
+            r.snapshot(&engine, None);
+        }
         r.release_reads(&engine);
         r.finish_takeovers(&engine);
+        r.settle();
         r.expire();
     }
 }
@@ -272,6 +349,13 @@ impl Replica {
         let started = Instant::now();
         for rec in batch.records {
             let p = rec.partition;
+            // A record below what this replica applied is read a second time (the reader
+            // was reset, e.g. an out-of-range fetch on a broker that misreports its end):
+            // applying it again would fork this replica from the others.
+            if rec.offset < self.applied.next_offset(p) {
+                self.metrics.cluster_rereads.inc();
+                continue;
+            }
             let cmd = rec.command;
             self.events.clear();
             let parts = &self.part_of_symbol;
@@ -282,6 +366,7 @@ impl Replica {
             );
             self.applied.set(p, rec.offset + 1);
             self.plan.cluster.set_applied(p, rec.offset + 1);
+            self.applied_count += 1;
             self.metrics.processed_commands.inc();
             for e in &self.events {
                 match e {
@@ -303,17 +388,33 @@ impl Replica {
                     halted: h.halted,
                 });
             }
+            match &cmd {
+                Command::Place(pl) if self.doubts.written(pl.order_id) => {
+                    tracing::info!(order_id = %pl.order_id, "in-doubt place read back: it was written");
+                }
+                Command::Void(v) => {
+                    if let Some(place) = self.doubts.voided(v.order_id) {
+                        tracing::info!(order_id = %v.order_id, "in-doubt place voided before it was read: not written, undone");
+                        undo(&self.plan.idem, &place, &mut self.fb);
+                    }
+                }
+                _ => {}
+            }
             self.answer(engine, &cmd);
             // Every keyed place, ours included (an idempotent overwrite): whether it was ours
             // can change with leadership while the replica is catching up.
             self.remember_answer(&cmd);
             if self.plan.cluster.is_ready_partition(p) {
                 self.leader_events.extend_from_slice(&self.events);
-                self.plan.cluster.set_emitted(p, rec.offset + 1);
+                if let Some(e) = self.emitted.get_mut(p as usize) {
+                    *e = rec.offset + 1;
+                }
             } else if let Some(q) = self.recent.get_mut(p as usize) {
                 q.extend(self.events.iter().map(|e| (rec.offset, e.clone())));
                 while q.len() > RECENT_EVENTS {
-                    q.pop_front();
+                    if let Some((o, _)) = q.pop_front() {
+                        self.recent_dropped[p as usize] = Some(o);
+                    }
                 }
             }
             self.all_events.append(&mut self.events);
@@ -330,11 +431,8 @@ impl Replica {
         for s in self.sinks.iter_mut() {
             s.publish(&self.all_events);
         }
-        for s in self.plan.leader_sinks.iter_mut() {
-            s.publish(&self.leader_events);
-        }
+        self.publish_leader_events();
         self.all_events.clear();
-        self.leader_events.clear();
         engine.take_evicted(&mut self.evicted);
         if !self.evicted.is_empty() {
             match &self.archive {
@@ -346,6 +444,122 @@ impl Replica {
         self.metrics
             .stage(Stage::Process)
             .observe(started.elapsed());
+    }
+
+    /// Records applied since the last snapshot (the start-up tail counts until the first).
+    fn fresh(&self) -> u64 {
+        self.applied_count - self.snapshot_count + self.carried
+    }
+
+    fn snapshot_due(&self) -> bool {
+        let Some(plan) = &self.plan.snapshots else {
+            return false;
+        };
+        let fresh = self.fresh();
+        fresh > 0
+            && ((plan.every_commands > 0 && fresh >= plan.every_commands)
+                || (!plan.every.is_zero() && self.last_snapshot.elapsed() >= plan.every))
+    }
+
+    /// Hands an image of the engine at exactly the applied offsets to the snapshot thread.
+    fn snapshot(&mut self, engine: &Engine, done: Option<Sender<()>>) {
+        let Some(plan) = &self.plan.snapshots else {
+            return;
+        };
+        let done = done.or_else(|| {
+            let (tx, rx) = crossbeam_channel::bounded(1);
+            self.snapshot_in_flight = Some(rx);
+            Some(tx)
+        });
+        // The orders evicted before this image must be in the archive before the file is.
+        let archived = self.archive.as_ref().map(|a| {
+            let (tx, rx) = crossbeam_channel::bounded(1);
+            a.send(ArchiveMsg::Flush(tx));
+            rx
+        });
+        let _ = plan.tx.send(SnapMsg::Take {
+            engine: engine.snapshot(),
+            checkpoint: self.applied.clone(),
+            applied: plan.applied_before + self.applied_count,
+            done,
+            archived,
+        });
+        self.snapshot_count = self.applied_count;
+        self.carried = 0;
+        self.last_snapshot = Instant::now();
+    }
+
+    /// At stop: a snapshot of what is new, or the wait for the one being written.
+    fn final_snapshot(&mut self, engine: &Engine) {
+        if self.plan.snapshots.is_none() {
+            return;
+        }
+        if self.fresh() > 0 {
+            let (tx, rx) = crossbeam_channel::bounded(1);
+            self.snapshot(engine, Some(tx));
+            let _ = rx.recv_timeout(Duration::from_secs(30));
+        } else if let Some(rx) = self.snapshot_in_flight.take() {
+            let _ = rx.recv_timeout(Duration::from_secs(30));
+        }
+    }
+
+    /// Hands the led partitions' events to the leader sinks, then records how far they go.
+    fn publish_leader_events(&mut self) {
+        if !self.leader_events.is_empty() {
+            for s in self.plan.leader_sinks.iter_mut() {
+                s.publish(&self.leader_events);
+            }
+            self.leader_events.clear();
+        }
+        let cluster = &self.plan.cluster;
+        for p in cluster.owned() {
+            if cluster.is_ready_partition(p) {
+                cluster.set_emitted(p, self.emitted[p as usize]);
+            }
+        }
+        if self.last_mark.elapsed() >= MARK_EVERY {
+            self.last_mark = Instant::now();
+            let emitted: Vec<(u32, u64)> = cluster
+                .owned()
+                .into_iter()
+                .filter(|&p| cluster.is_ready_partition(p))
+                .map(|p| (p, self.emitted[p as usize]))
+                .collect();
+            if self.marks.back().is_none_or(|m| m.emitted != emitted) {
+                let accepted = self
+                    .plan
+                    .leader_sinks
+                    .iter()
+                    .map(|s| s.progress().map(|p| p.accepted))
+                    .collect();
+                self.marks.push_back(Mark { accepted, emitted });
+            }
+        }
+        self.settle();
+    }
+
+    /// Records, per led partition, how far every leader sink has delivered its events (the
+    /// membership thread commits that to the group).
+    fn settle(&mut self) {
+        let progress: Vec<Option<u64>> = self
+            .plan
+            .leader_sinks
+            .iter()
+            .map(|s| s.progress().map(|p| p.settled))
+            .collect();
+        while let Some(m) = self.marks.front() {
+            let done = m.accepted.iter().zip(&progress).all(|(a, s)| match (a, s) {
+                (Some(a), Some(s)) => s >= a,
+                _ => true,
+            });
+            if !done {
+                return;
+            }
+            for &(p, next) in &m.emitted {
+                self.plan.cluster.set_settled(p, next);
+            }
+            self.marks.pop_front();
+        }
     }
 
     /// The answer to a command a client of this node may wait for.
@@ -435,17 +649,70 @@ impl Replica {
             );
             // On the feedback channel, so it lands after every settlement it includes.
             let _ = self.feedback.send(vec![Feedback::Reseed(Box::new(image))]);
-            cluster.mark_ready(&t.partitions);
+            self.emit_backlog(&t);
+            self.plan.cluster.mark_ready(&t.partitions);
+            self.publish_leader_events();
         }
+    }
+
+    /// A new leader first emits what the previous one may not have delivered: the kept
+    /// events of each gained partition from the offset the group records as delivered
+    /// (everything kept when nothing is recorded). Events older than the window are a gap,
+    /// counted in `oms_cluster_emission_gaps_total`.
+    fn emit_backlog(&mut self, t: &Takeover) {
+        for &(p, from) in &t.emit_from {
+            let i = p as usize;
+            let Some(q) = self.recent.get_mut(i) else {
+                continue;
+            };
+            let start = from.unwrap_or(0);
+            if self.recent_dropped[i].is_some_and(|d| d >= start) {
+                self.metrics.cluster_emission_gaps.inc();
+                tracing::warn!(
+                    partition = p,
+                    from = start,
+                    dropped_up_to = self.recent_dropped[i],
+                    "cluster: events of the previous leader are older than the kept window; some are not emitted"
+                );
+            }
+            let backlog = q.drain(..).filter(|(o, _)| *o >= start).map(|(_, e)| e);
+            self.leader_events.extend(backlog);
+            self.recent_dropped[i] = None;
+            self.emitted[i] = self.applied.next_offset(p);
+            self.plan.cluster.set_settled(p, start);
+            tracing::info!(
+                partition = p,
+                from = start,
+                events = self.leader_events.len(),
+                "cluster: emitting the previous leader's undelivered events"
+            );
+        }
+    }
+
+    /// Registers places answered 503 with an unknown outcome (see [`super::doubt`]); one this
+    /// replica has already applied was written.
+    fn doubt(&mut self, places: Vec<Command>) {
+        for cmd in places {
+            let k = key(&cmd);
+            if self.waiting.get(&k).is_some_and(Waiting::applied) {
+                self.waiting.remove(&k);
+                tracing::info!(order_id = ?cmd.order_id(), "in-doubt place already read back: it was written");
+            } else {
+                self.doubts.register(cmd);
+            }
+        }
+        self.metrics.cluster_in_doubt.set(self.doubts.len() as i64);
     }
 
     /// Drops what waited too long: a registration whose record never came (answered 503),
     /// an applied command of a led account nobody registered.
     fn expire(&mut self) {
+        self.doubts.trim(DOUBT_KEEP);
+        let keep = self.plan.keep.max(EARLY_KEEP);
         let now = Instant::now();
         let outstanding = &mut self.outstanding;
         self.waiting.retain(|_, w| {
-            if now.duration_since(w.since) < EARLY_KEEP {
+            if now.duration_since(w.since) < keep {
                 return true;
             }
             if let Some(seq) = w.seq {

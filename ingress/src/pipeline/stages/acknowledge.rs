@@ -57,6 +57,8 @@ pub struct Acknowledger {
     pub feedback_tx: Sender<Vec<Feedback>>,
     pub processor_tx: Sender<Vec<Durable>>,
     pub in_doubt_tx: Sender<Vec<Command>>,
+    /// See `PublishConfig::doubts_to`.
+    pub doubts_tx: Option<Sender<Vec<Command>>>,
     pub spare_tx: Sender<Vec<Entry>>,
 }
 
@@ -119,6 +121,24 @@ impl Acknowledger {
     /// Answers a failed batch 503 and undoes it; keeps it in doubt if it may be in the log.
     fn refuse(&self, entries: &mut [Entry], e: &LogError) {
         tracing::error!(error = %e, batch = entries.len(), "order log append failed; answering 503");
+        // Cluster mode, unknown outcome: replicas apply whatever the log holds, so the places
+        // keep their keys pending and their margin reserved until this node's replica reads
+        // the place (written) or its void (not written). Registered before the voids are
+        // queued, so the replica knows them before it can read a void.
+        let doubts = match (&self.doubts_tx, e) {
+            (Some(tx), LogError::Timeout(_)) => Some(tx),
+            _ => None,
+        };
+        if let Some(tx) = doubts {
+            let places: Vec<Command> = entries
+                .iter()
+                .map(|x| x.cmd)
+                .filter(|c| matches!(c, Command::Place(_)))
+                .collect();
+            if !places.is_empty() {
+                let _ = tx.send(places);
+            }
+        }
         if matches!(e, LogError::Timeout(_)) {
             // Unknown outcome: some of these may be in the log. Void them once the log answers
             // again, so a restart's replay never executes them.
@@ -134,7 +154,10 @@ impl Acknowledger {
         let msg = e.to_string();
         let mut feedback = Vec::new();
         for x in entries.iter_mut() {
-            undo(&self.idem_tx, &x.cmd, &mut feedback);
+            let in_doubt = doubts.is_some() && matches!(x.cmd, Command::Place(_));
+            if !in_doubt {
+                undo(&self.idem_tx, &x.cmd, &mut feedback);
+            }
             if let Some(t) = x.ticket.take() {
                 t.reply(Reply::Error(ApiError::log_unavailable(&msg)));
             }

@@ -37,6 +37,9 @@ pub struct PublishConfig {
     /// Also told every answer before its client (the idempotency stage: a retry right after
     /// the answer must find it, before the completer stored it).
     pub answered_to: Option<Sender<IdemMsg>>,
+    /// Cluster mode: places of a batch whose append outcome is unknown go here (the replica
+    /// decides from the log) instead of being undone (see `processor::doubt`).
+    pub doubts_to: Option<Sender<Vec<Command>>>,
 }
 
 /// Stage 4: group commit to the order log; answers come from the acknowledger thread.
@@ -87,6 +90,7 @@ impl PublishStage {
             feedback_tx: feedback_tx.clone(),
             processor_tx,
             in_doubt_tx,
+            doubts_tx: cfg.doubts_to.clone(),
             spare_tx,
         };
         std::thread::Builder::new()
@@ -217,7 +221,7 @@ impl PublishStage {
 }
 
 /// Gives back what earlier stages took for a command that will not be logged.
-pub(super) fn undo(idem_tx: &Sender<IdemMsg>, cmd: &Command, feedback: &mut Vec<Feedback>) {
+pub(crate) fn undo(idem_tx: &Sender<IdemMsg>, cmd: &Command, feedback: &mut Vec<Feedback>) {
     if let Command::Place(p) = cmd {
         if let Some(key) = p.idempotency_key {
             let _ = idem_tx.send(IdemMsg::Release(IdemKey {
@@ -413,6 +417,7 @@ mod tests {
                 max_in_flight,
                 test_stall: Duration::ZERO,
                 answered_to: None,
+                doubts_to: None,
             },
         );
         Harness {
