@@ -338,6 +338,7 @@ fn real_pipeline(wait: WaitKind) -> (Pipeline, std::thread::JoinHandle<()>) {
             max_in_flight: 8,
             test_stall: Duration::ZERO,
             answered_to: Some(answered_tx),
+            doubts_to: None,
         },
     );
     let pipeline = Pipeline::start(
