@@ -276,44 +276,44 @@ pub async fn run(
             RetentionMode::Archive => Retention::Archive,
         },
     };
-    if cluster.is_some() {
-        // The replica knows the exact offsets it applied: it snapshots on its own.
-        let tx = crate::snapshots::Snapshotter::spawn(
+    // A cluster replica knows the exact offsets it applied and snapshots on its own; a single
+    // node snapshots when its log reports positions. Either way one snapshot thread writes them.
+    let snapshots_tx = if cluster.is_some() || backends.log.position().is_some() {
+        Some(crate::snapshots::Snapshotter::spawn(
             store,
             Some(completer.clone()),
             snapshot_config,
             Arc::clone(&metrics),
-        )?;
-        replica_snapshots = Some(processor::replica::ReplicaSnapshots {
-            tx,
-            every_commands: args.snapshot_every_commands,
-            every: Duration::from_secs(args.snapshot_every_secs),
-            applied_before: restored.applied,
-            tail: metrics.replayed_commands.get(),
-        });
-    } else if backends.log.position().is_some() {
-        let (log, positions) = crate::snapshots::PositionedLog::new(backends.log);
-        backends.log = Box::new(log);
-        let tx = crate::snapshots::Snapshotter::spawn(
-            store,
-            Some(completer.clone()),
-            snapshot_config,
-            Arc::clone(&metrics),
-        )?;
-        control.snapshots = Some(processor::SnapshotPlan {
-            tx,
-            positions,
-            start: restored.checkpoint,
-            applied_before: restored.applied,
-            tail: metrics.replayed_commands.get(),
-            every_commands: args.snapshot_every_commands,
-            every: Duration::from_secs(args.snapshot_every_secs),
-            archive: Some(archiver.clone()),
-        });
+        )?)
     } else {
         tracing::warn!(
             "this order log reports no positions: snapshots are off, start-up replays the whole log"
         );
+        None
+    };
+    if let Some(tx) = snapshots_tx {
+        if cluster.is_some() {
+            replica_snapshots = Some(processor::replica::ReplicaSnapshots {
+                tx,
+                every_commands: args.snapshot_every_commands,
+                every: Duration::from_secs(args.snapshot_every_secs),
+                applied_before: restored.applied,
+                tail: metrics.replayed_commands.get(),
+            });
+        } else {
+            let (log, positions) = crate::snapshots::PositionedLog::new(backends.log);
+            backends.log = Box::new(log);
+            control.snapshots = Some(processor::SnapshotPlan {
+                tx,
+                positions,
+                start: restored.checkpoint,
+                applied_before: restored.applied,
+                tail: metrics.replayed_commands.get(),
+                every_commands: args.snapshot_every_commands,
+                every: Duration::from_secs(args.snapshot_every_secs),
+                archive: Some(archiver.clone()),
+            });
+        }
     }
 
     let (feedback_tx, feedback_rx) = crossbeam_channel::unbounded();
