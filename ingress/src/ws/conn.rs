@@ -31,7 +31,7 @@ pub struct ConnShared {
 }
 
 impl ConnShared {
-    fn new() -> Self {
+    pub(super) fn new() -> Self {
         ConnShared {
             kill: parking_lot::Mutex::new(None),
             notify: tokio::sync::Notify::new(),
@@ -67,7 +67,22 @@ struct Conn {
     last_ping: Instant,
     /// The client opted in to cancel-on-disconnect (in its `auth` op).
     cancel_on_disconnect: bool,
+    /// Length and birth of each message of the batch being written (reused).
+    written: Vec<(usize, Option<Instant>)>,
 }
+
+/// The close a kill request from the fan-out asks for.
+fn killed_end(shared: &ConnShared) -> End {
+    let reason = shared
+        .kill
+        .lock()
+        .take()
+        .unwrap_or_else(|| "server shutting down".to_owned());
+    End::Close(CloseCode::Policy, reason)
+}
+
+/// At most this many queued messages go out with one flush.
+const WRITE_BATCH: usize = 64;
 
 /// Runs a connection until it ends; `account` came with the upgrade request (already
 /// counted against its limit).
@@ -97,6 +112,7 @@ pub async fn run(ws: Arc<WsShared>, upgraded: Upgraded, account: Option<AccountI
         last_out: now,
         last_ping: now,
         cancel_on_disconnect: false,
+        written: Vec::with_capacity(WRITE_BATCH),
     };
     let end = c.serve(&mut socket, &mut rx, &shared).await;
     if let End::Close(code, reason) = end {
@@ -138,7 +154,7 @@ impl Conn {
                 _ = shared.notify.notified() => return self.killed(shared),
                 out = rx.recv() => {
                     let Some(out) = out else { return self.killed(shared) };
-                    if let Err(end) = self.write(socket, shared, out).await {
+                    if let Err(end) = self.write_queued(socket, shared, out, rx).await {
                         return end;
                     }
                 }
@@ -185,12 +201,45 @@ impl Conn {
     }
 
     fn killed(&self, shared: &ConnShared) -> End {
-        let reason = shared
-            .kill
-            .lock()
-            .take()
-            .unwrap_or_else(|| "server shutting down".to_owned());
-        End::Close(CloseCode::Policy, reason)
+        killed_end(shared)
+    }
+
+    /// Writes `first` and what else is already queued (up to [`WRITE_BATCH`] messages) with one
+    /// flush, so a busy connection pays one socket write per batch rather than per message. A
+    /// close request from the fan-out wins over a blocked write.
+    async fn write_queued(
+        &mut self,
+        socket: &mut Ws,
+        shared: &ConnShared,
+        first: Out,
+        rx: &mut tokio::sync::mpsc::Receiver<Out>,
+    ) -> Result<(), End> {
+        let written = &mut self.written;
+        written.clear();
+        let feed = async {
+            let mut next = Some(first);
+            while let Some(out) = next.take() {
+                written.push((out.text.len(), out.born));
+                socket.feed(Message::Text(out.text)).await?;
+                if written.len() < WRITE_BATCH {
+                    next = rx.try_recv().ok();
+                }
+            }
+            socket.flush().await
+        };
+        let r = tokio::select! {
+            biased;
+            _ = shared.notify.notified() => return Err(killed_end(shared)),
+            r = feed => r,
+        };
+        if r.is_err() {
+            return Err(End::Gone);
+        }
+        self.last_out = Instant::now();
+        for (len, born) in self.written.drain(..) {
+            self.ws.metrics.sent(len, born.map(|b| b.elapsed()));
+        }
+        Ok(())
     }
 
     /// Writes one message; a close request from the fan-out wins over a blocked write.

@@ -25,6 +25,9 @@ use super::metrics::{CloseReason, WsMetrics};
 use super::protocol::{self, Channel, Topic};
 use crate::processor::Query;
 
+/// At most this many events are merged into one update (bounds one message's size).
+const COALESCE_EVENTS: usize = 4096;
+
 /// One outbound message: shared text, and when its event left the processor.
 #[derive(Clone)]
 pub struct Out {
@@ -155,11 +158,17 @@ impl Hub {
     }
 
     /// Runs until both queues close.
+    ///
+    /// Event batches that queued up while the hub was busy are merged into one before they are
+    /// rendered (up to [`COALESCE_EVENTS`] events): each stream then gets one update for all of
+    /// them, so under load a subscriber receives fewer, larger messages instead of falling
+    /// behind; when idle every processor batch goes out on its own, at once.
     pub fn run(mut self, feed: Receiver<Feed>, control: Receiver<Control>) {
+        let mut merged: Vec<Event> = Vec::new();
         loop {
             select! {
                 recv(feed) -> m => match m {
-                    Ok(m) => self.on_feed(m),
+                    Ok(m) => self.on_feed_merged(m, &feed, &mut merged),
                     Err(_) => break,
                 },
                 recv(control) -> m => match m {
@@ -204,6 +213,42 @@ impl Hub {
             self.cfg.candle_history,
         );
         self.query(q);
+    }
+
+    /// Handles `m` and every event batch already queued behind it as one batch.
+    fn on_feed_merged(&mut self, m: Feed, feed: &Receiver<Feed>, merged: &mut Vec<Event>) {
+        let Feed::Events { events, at, wall } = m else {
+            return self.on_feed(m);
+        };
+        if feed.is_empty() {
+            return self.on_feed(Feed::Events { events, at, wall });
+        }
+        merged.clear();
+        merged.extend_from_slice(&events);
+        let mut next = None;
+        while merged.len() < COALESCE_EVENTS {
+            match feed.try_recv() {
+                Ok(Feed::Events { events, .. }) => merged.extend_from_slice(&events),
+                Ok(other) => {
+                    next = Some(other);
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        self.metrics
+            .coalesced_batches
+            .fetch_add(1, Ordering::Relaxed);
+        if self.lost.swap(false, Ordering::AcqRel) && !self.conns.is_empty() {
+            self.rebuild();
+        }
+        // `at`/`wall` of the oldest batch: latency counts from the first event merged.
+        if self.market.is_some() {
+            self.on_events(merged, at, wall);
+        }
+        if let Some(m) = next {
+            self.on_feed(m);
+        }
     }
 
     fn on_feed(&mut self, m: Feed) {
@@ -848,4 +893,118 @@ fn depth_view(m: &Market, sym: SymbolId, depth: usize) -> DepthView {
         b.top(Side::Sell, depth, &mut v.asks);
     }
     v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use oms_core::{Engine, EngineConfig, OrderId, Price, Qty, Trade};
+    use serde_json::Value;
+
+    fn trade(id: u64) -> Event {
+        Event::Trade(Trade {
+            trade_id: id,
+            symbol: SymbolId(0),
+            price: Price(100_000 + id as i64),
+            qty: Qty(1),
+            aggressor: Side::Buy,
+            maker_order_id: OrderId(u128::from(id) * 2),
+            taker_order_id: OrderId(u128::from(id) * 2 + 1),
+            ts: id,
+        })
+    }
+
+    fn events(ts: &[u64]) -> Feed {
+        Feed::Events {
+            events: ts.iter().map(|t| trade(*t)).collect(),
+            at: Instant::now(),
+            wall: 0,
+        }
+    }
+
+    fn drain(rx: &mut tokio::sync::mpsc::Receiver<Out>) -> Vec<Value> {
+        let mut v = Vec::new();
+        while let Ok(o) = rx.try_recv() {
+            v.push(serde_json::from_str(o.text.as_str()).expect("json"));
+        }
+        v
+    }
+
+    fn trade_ids(m: &Value) -> Vec<u64> {
+        m["data"]
+            .as_array()
+            .expect("array")
+            .iter()
+            .map(|t| {
+                t["tradeId"]
+                    .as_u64()
+                    .or_else(|| t["tradeId"].as_str()?.parse().ok())
+                    .expect("tradeId")
+            })
+            .collect()
+    }
+
+    #[test]
+    fn batches_queued_behind_each_other_go_out_as_one_update_per_stream() {
+        let table = Arc::new(InstrumentTable::demo());
+        let engine = Engine::new((*table).clone(), EngineConfig::default());
+        let (feed_tx, feed_rx) = crossbeam_channel::unbounded();
+        let (q_tx, _q_rx) = crossbeam_channel::unbounded();
+        let metrics = Arc::new(WsMetrics::default());
+        let mut hub = Hub::new(
+            Arc::clone(&table),
+            HubConfig {
+                trades_snapshot: 50,
+                candle_history: 10,
+                checksum_levels: 0,
+            },
+            Arc::clone(&metrics),
+            q_tx,
+            feed_tx.clone(),
+            Arc::new(AtomicBool::new(false)),
+            Arc::new(AtomicBool::new(false)),
+        );
+        let (tx, mut rx) = tokio::sync::mpsc::channel(64);
+        hub.on_control(Control::Register {
+            id: 1,
+            tx,
+            shared: Arc::new(ConnShared::new()),
+            account: None,
+        });
+        hub.on_feed(Feed::Init(Box::new(Market::capture(&engine, 50, 10))));
+        hub.on_control(Control::Subscribe {
+            id: 1,
+            req: None,
+            topics: vec![Topic::Trades(SymbolId(0))],
+        });
+        let first = drain(&mut rx);
+        let snapshot = first.last().expect("snapshot");
+        assert_eq!(snapshot["type"], "snapshot");
+        let seq0 = snapshot["seq"].as_u64().expect("seq");
+
+        // Three processor batches queued while the hub was busy: one update holds them all.
+        let mut merged = Vec::new();
+        feed_tx.send(events(&[1, 2])).expect("send");
+        feed_tx.send(events(&[3])).expect("send");
+        feed_tx.send(events(&[4])).expect("send");
+        let m = feed_rx.try_recv().expect("queued");
+        hub.on_feed_merged(m, &feed_rx, &mut merged);
+        let out = drain(&mut rx);
+        assert_eq!(out.len(), 1, "one message for the merged batches: {out:?}");
+        assert_eq!(out[0]["type"], "update");
+        assert_eq!(out[0]["seq"].as_u64(), Some(seq0 + 1));
+        assert_eq!(trade_ids(&out[0]), vec![1, 2, 3, 4]);
+        assert_eq!(metrics.coalesced_batches.load(Ordering::Relaxed), 1);
+        assert!(feed_rx.is_empty());
+
+        // Idle: a lone batch goes out on its own, next seq, nothing merged.
+        feed_tx.send(events(&[5])).expect("send");
+        let m = feed_rx.try_recv().expect("queued");
+        hub.on_feed_merged(m, &feed_rx, &mut merged);
+        let out = drain(&mut rx);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0]["seq"].as_u64(), Some(seq0 + 2));
+        assert_eq!(trade_ids(&out[0]), vec![5]);
+        assert_eq!(metrics.coalesced_batches.load(Ordering::Relaxed), 1);
+    }
 }

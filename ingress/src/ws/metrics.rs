@@ -52,6 +52,7 @@ pub struct WsMetrics {
     closes: [AtomicU64; CloseReason::ALL.len()],
     pub error_replies: AtomicU64,
     pub hub_overflows: AtomicU64,
+    pub coalesced_batches: AtomicU64,
     pub rebuilds: AtomicU64,
     latency_buckets: [AtomicU64; LATENCY_MICROS.len() + 1],
     latency_sum_micros: AtomicU64,
@@ -123,6 +124,11 @@ impl WsMetrics {
                 "oms_ws_hub_overflows_total",
                 "Event batches the fan-out could not take (its state was rebuilt).",
                 self.hub_overflows.load(Relaxed),
+            ),
+            (
+                "oms_ws_coalesced_total",
+                "Times the fan-out merged event batches that queued up behind each other into one update.",
+                self.coalesced_batches.load(Relaxed),
             ),
             (
                 "oms_ws_rebuilds_total",
