@@ -199,6 +199,7 @@ impl StorePool {
 pub fn kafka_config(args: &ServeArgs, brokers: &str) -> KafkaConfig {
     let mut k = KafkaConfig::new(brokers, args.kafka_topic_prefix.clone());
     k.linger = Duration::from_micros(args.kafka_linger_us);
+    k.extra.clone_from(&args.kafka_options);
     k.ack_timeout = Duration::from_millis(args.ack_timeout_ms.clamp(100, 30_000));
     if args.cluster {
         // Transactions: see docs/scale-out.md, "In-doubt appends" — the design wants them,

@@ -254,6 +254,12 @@ pub struct ServeArgs {
     #[arg(long, env = "OMS_KAFKA_LINGER_US", default_value_t = 500)]
     pub kafka_linger_us: u64,
 
+    /// Extra librdkafka settings for every Kafka client of this node, `KEY=VALUE`, repeatable
+    /// (comma-separated in the environment or an array in the config file), applied after
+    /// oms's own: e.g. `fetch.wait.max.ms=100` for a broker that long-polls fetches.
+    #[arg(long = "kafka-option", env = "OMS_KAFKA_OPTIONS", value_delimiter = ',', value_parser = parse_kafka_option)]
+    pub kafka_options: Vec<(String, String)>,
+
     /// Redis URL for shared idempotency records (fast path; the log index is the fallback).
     #[arg(long, env = "OMS_REDIS_URL")]
     pub redis_url: Option<String>,
@@ -460,6 +466,14 @@ impl ServeArgs {
     }
 }
 
+/// `KEY=VALUE` of `--kafka-option`.
+fn parse_kafka_option(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_owned(), v.trim().to_owned())),
+        _ => Err(format!("expected KEY=VALUE (a librdkafka setting), got '{s}'")),
+    }
+}
+
 /// A TOML config file's values as `(flag name, value text)` pairs, in file order.
 ///
 /// Keys are flag names with `_` or `-`; arrays become comma-separated lists. The caller makes
@@ -532,6 +546,44 @@ mod tests {
             assert!(bad.parse::<RateSpec>().is_err(), "{bad}");
         }
         assert_eq!("off".parse::<Rate>().unwrap(), Rate(None));
+    }
+
+    #[test]
+    fn kafka_options_are_key_value_pairs_from_flags_or_the_file() {
+        let m = Cli::command()
+            .try_get_matches_from([
+                "oms",
+                "--kafka-option",
+                "fetch.wait.max.ms=100",
+                "--kafka-option",
+                "socket.nagle.disable = true",
+            ])
+            .unwrap();
+        let args = Cli::from_arg_matches(&m).unwrap().serve;
+        assert_eq!(
+            args.kafka_options,
+            [
+                ("fetch.wait.max.ms".to_owned(), "100".to_owned()),
+                ("socket.nagle.disable".to_owned(), "true".to_owned())
+            ]
+        );
+        for bad in ["fetch.wait.max.ms", "=1"] {
+            assert!(
+                Cli::command()
+                    .try_get_matches_from(["oms", "--kafka-option", bad])
+                    .is_err(),
+                "{bad}"
+            );
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("oms.toml");
+        std::fs::write(&f, "kafka_option = [\"linger.ms=1\", \"acks=all\"]\n").unwrap();
+        let cmd = apply_defaults(Cli::command(), &config_file_values(&f).unwrap()).unwrap();
+        let args = Cli::from_arg_matches(&cmd.try_get_matches_from(["oms"]).unwrap())
+            .unwrap()
+            .serve;
+        assert_eq!(args.kafka_options.len(), 2);
+        assert_eq!(args.kafka_options[1], ("acks".to_owned(), "all".to_owned()));
     }
 
     #[test]
