@@ -470,7 +470,9 @@ impl ServeArgs {
 fn parse_kafka_option(s: &str) -> Result<(String, String), String> {
     match s.split_once('=') {
         Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_owned(), v.trim().to_owned())),
-        _ => Err(format!("expected KEY=VALUE (a librdkafka setting), got '{s}'")),
+        _ => Err(format!(
+            "expected KEY=VALUE (a librdkafka setting), got '{s}'"
+        )),
     }
 }
 
