@@ -509,7 +509,7 @@ def cmd_topics(strimzi: str, job: str) -> int:
     jobs = [d for d in load_stream(job) if d.get("kind") == "Job"]
     out = []
     names = sorted((t["spec"].get("topicName") or t["metadata"]["name"]) for t in topics)
-    want = sorted(["orders", "executions", "order-updates", "prices", "risk-events", "members"])
+    want = sorted(["orders", "executions", "order-updates", "prices", "risk-events", "members", "audit"])
     if names != want:
         out.append(f"KafkaTopics {names} != the topics of ARCHITECTURE §6 {want}")
     if len(jobs) != 1:

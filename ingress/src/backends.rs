@@ -11,7 +11,11 @@ use std::time::Duration;
 use anyhow::Context as _;
 use oms_core::{Event, InstrumentTable};
 use oms_kafka::{EventPublisher, KafkaConfig, KafkaLog, StatsSnapshot};
-use oms_mongo::{MongoConfig, MongoOrderStore, Projector, ProjectorConfig, ProjectorSender};
+use oms_mongo::{
+    MongoAudit, MongoConfig, MongoOrderStore, Projector, ProjectorConfig, ProjectorSender,
+};
+
+use crate::audit::{AuditQuery, AuditSink, QueryFuture, Stored};
 use oms_redis::{RedisConfig, RedisIdempotencyStore};
 
 use oms_core::ports::{EventSink, OrderLog, OrderStore, SinkProgress, StoreError};
@@ -34,6 +38,58 @@ pub struct Backends {
     pub shared_idempotency: Option<Box<dyn oms_core::ports::IdempotencyStore>>,
     /// A second handle on the same store, for the completion thread.
     pub shared_completion: Option<Box<dyn oms_core::ports::IdempotencyStore>>,
+    /// Venue-wide copies of the audit records (Kafka `audit` topic, MongoDB `audit`).
+    pub audit_sinks: Vec<Box<dyn AuditSink>>,
+    /// Where `GET /api/admin/audit` reads every node's records (MongoDB).
+    pub audit_query: Option<Arc<dyn AuditQuery>>,
+}
+
+/// Audit records to `{prefix}audit`, keyed by account, as the API shows them.
+struct KafkaAuditSink(oms_kafka::AuditProducer);
+
+impl AuditSink for KafkaAuditSink {
+    fn name(&self) -> &'static str {
+        "kafka"
+    }
+
+    fn write(&mut self, batch: &[Stored]) -> Result<(), String> {
+        for s in batch {
+            let json = serde_json::to_vec(s).map_err(|e| e.to_string())?;
+            self.0.send(&s.record.account, &json);
+        }
+        Ok(())
+    }
+}
+
+/// Audit records to the MongoDB `audit` collection (insert-or-ignore by node and seq).
+struct MongoAuditSink(MongoAudit);
+
+impl AuditSink for MongoAuditSink {
+    fn name(&self) -> &'static str {
+        "mongo"
+    }
+
+    fn write(&mut self, batch: &[Stored]) -> Result<(), String> {
+        self.0.insert(batch).map_err(|e| e.to_string())
+    }
+}
+
+/// Every node's audit records, read from MongoDB.
+struct MongoAuditQuery(MongoAudit);
+
+impl AuditQuery for MongoAuditQuery {
+    fn name(&self) -> &'static str {
+        "mongo"
+    }
+
+    fn query(&self, account: Option<String>, from: u64, limit: usize) -> QueryFuture {
+        let a = self.0.clone();
+        Box::pin(async move {
+            a.query::<Stored>(account, from, limit)
+                .await
+                .map_err(|e| e.to_string())
+        })
+    }
 }
 
 /// Opens the embedded journal per the flags.
@@ -402,6 +458,8 @@ pub fn build(
     let mut metric_sources: Vec<MetricSource> = Vec::new();
     let mut sinks: Vec<Box<dyn EventSink>> = Vec::new();
     let mut ready_checks: Vec<ReadyCheck> = Vec::new();
+    let mut audit_sinks: Vec<Box<dyn AuditSink>> = Vec::new();
+    let mut audit_query: Option<Arc<dyn AuditQuery>> = None;
 
     let brokers = args
         .kafka_brokers
@@ -465,6 +523,16 @@ pub fn build(
             },
         ));
         sinks.push(Box::new(KafkaSink(publisher)));
+        let audit =
+            oms_kafka::AuditProducer::new(&kcfg).context("starting the Kafka audit producer")?;
+        let ac = audit.counters();
+        metric_sources.push(MetricSource::counter(
+            "oms_audit_kafka_failed",
+            "Audit records the Kafka audit topic did not take (queue full or delivery failed); \
+             they stay in the node's audit file",
+            move || ac.failed.load(Ordering::Relaxed),
+        ));
+        audit_sinks.push(Box::new(KafkaAuditSink(audit)));
         let b = brokers.to_owned();
         let ok = background_probe("kafka", Duration::from_secs(2), move || {
             oms_kafka::wait_ready(&b, Duration::from_secs(1)).is_ok()
@@ -542,6 +610,11 @@ pub fn build(
             move || mstats.errors.load(Ordering::Relaxed),
         ));
         sinks.push(Box::new(MongoSink(tx)));
+        let mut acfg = MongoConfig::new(url);
+        acfg.db = args.mongo_db.clone();
+        let audit = MongoAudit::connect(acfg).context("opening the MongoDB audit collection")?;
+        audit_sinks.push(Box::new(MongoAuditSink(audit.clone())));
+        audit_query = Some(Arc::new(MongoAuditQuery(audit)));
         tracing::info!(url, db = %args.mongo_db, query_store = ?args.query_store, "MongoDB projection on");
     } else if args.query_store == QueryStore::Mongo {
         anyhow::bail!("--query-store mongo needs --mongo-url (OMS_MONGO_URL)");
@@ -554,6 +627,8 @@ pub fn build(
             ready_checks,
             shared_idempotency,
             shared_completion,
+            audit_sinks,
+            audit_query,
         },
         metric_sources,
         store_pool,

@@ -459,6 +459,35 @@ pub async fn run(
         Arc::clone(&metrics),
     );
 
+    let audit = match crate::audit::AuditLog::open_with(
+        &args.data_dir.join("audit"),
+        &args.node_name(),
+        std::mem::take(&mut backends.audit_sinks),
+        backends.audit_query.clone(),
+    ) {
+        Ok(a) => a,
+        Err(e) => {
+            tracing::warn!(error = %e, "audit log not writable; keeping it in memory only");
+            crate::audit::AuditLog::in_memory()
+        }
+    };
+    {
+        let copied = audit.sink_stats();
+        let failed = audit.sink_stats();
+        metrics.extra.lock().extend([
+            MetricSource::counter(
+                "oms_audit_copied",
+                "Audit records copied to a venue-wide store (Kafka topic, MongoDB), once per store",
+                move || copied.written.load(std::sync::atomic::Ordering::Relaxed),
+            ),
+            MetricSource::counter(
+                "oms_audit_copy_failures",
+                "Audit records a venue-wide store did not take after retries, or that found the \
+                 copy queue full (the node's audit file holds them)",
+                move || failed.failed.load(std::sync::atomic::Ordering::Relaxed),
+            ),
+        ]);
+    }
     let app = Arc::new(App::new(AppParts {
         table: Arc::clone(&table),
         pipeline,
@@ -476,13 +505,7 @@ pub async fn run(
         archive: Some(archiver.clone()),
         trading: http::venue::Trading {
             deadman: Default::default(),
-            audit: match crate::audit::AuditLog::open(&args.data_dir.join("audit")) {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::warn!(error = %e, "audit log not writable; keeping it in memory only");
-                    crate::audit::AuditLog::in_memory()
-                }
-            },
+            audit,
             max_batch_items: args.max_batch_orders as usize,
         },
         ws,

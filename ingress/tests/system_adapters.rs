@@ -1211,3 +1211,105 @@ async fn mongo_query_store_serves_every_nodes_orders() {
     drop((a, b));
     drop_db(&s.mongo_url, &spec.mongo_db).await;
 }
+
+/// The audit trail with Kafka and MongoDB: two nodes' state-changing requests (accepted and
+/// refused) reach the `{prefix}audit` topic keyed by account and the `audit` collection, and
+/// `GET /api/admin/audit` on either node answers every node's records from MongoDB.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_records_of_every_node_reach_kafka_and_mongo_and_either_node_answers() {
+    let Some(s) = services() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let spec = NodeSpec::new(&s, "audit");
+    let a = Node::start(&spec, &dir.path().join("a"), dir.path()).await;
+    let mut spec_b = spec.clone();
+    spec_b.node_id = 2;
+    let b = Node::start(&spec_b, &dir.path().join("b"), dir.path()).await;
+    let c = client();
+    let account = accounts(1, "audit").remove(0);
+    let o = OrderReq {
+        account: account.clone(),
+        key: uniq("key"),
+        body: json!({"symbol":"BTC/USD","side":"BUY","quantity":"0.1","price":"45000","orderType":"LIMIT"}),
+    };
+    let placed = post_order(&c, &a.base, &o, Instant::now()).await;
+    assert_eq!(placed.status, 201, "{}", placed.text);
+    // A refused request on the other node: cancel of an order that does not exist.
+    let r = c
+        .delete(format!(
+            "{}/api/orders/01900000-0000-7000-8000-00000000dead",
+            b.base
+        ))
+        .header("X-Account-Id", &account)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 404);
+
+    // Either node answers both records from MongoDB, each naming the node that wrote it.
+    for n in [&a, &b] {
+        let start = Instant::now();
+        loop {
+            let (st, v) = get(
+                &c,
+                &n.base,
+                &format!("/api/admin/audit?account={account}"),
+                "ops",
+            )
+            .await;
+            assert_eq!(st, 200, "{v}");
+            let recs = v["records"].as_array().cloned().unwrap_or_default();
+            if recs.len() >= 2 {
+                assert_eq!(v["source"], "mongo", "{v}");
+                let mut seen: Vec<(String, u64)> = recs
+                    .iter()
+                    .map(|r| {
+                        (
+                            format!("{} {}", r["node"].as_str().unwrap_or("?"), r["action"]),
+                            r["status"].as_u64().unwrap_or(0),
+                        )
+                    })
+                    .collect();
+                seen.sort();
+                assert_eq!(
+                    seen,
+                    [
+                        ("1 \"POST /api/orders\"".to_owned(), 201),
+                        ("2 \"DELETE /api/orders/{orderId}\"".to_owned(), 404),
+                    ],
+                    "{v}"
+                );
+                break;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(15),
+                "audit on {} after 15 s: {v}",
+                n.base
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    // The Kafka topic has both, keyed by the account.
+    let start = Instant::now();
+    loop {
+        let recs = read_topic_async(&s.brokers, &spec.topic("audit")).await;
+        let mine: Vec<Value> = recs
+            .iter()
+            .filter(|r| r.key.as_deref() == Some(account.as_str()))
+            .map(|r| serde_json::from_slice(&r.payload).expect("audit JSON"))
+            .collect();
+        if mine.len() >= 2 {
+            let mut nodes: Vec<&str> = mine.iter().filter_map(|v| v["node"].as_str()).collect();
+            nodes.sort_unstable();
+            assert_eq!(nodes, ["1", "2"], "{mine:?}");
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "audit topic after 15 s: {mine:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    drop((a, b));
+    drop_db(&s.mongo_url, &spec.mongo_db).await;
+}

@@ -21,7 +21,8 @@ use crate::error::KafkaAdapterError;
 const EVENT_RETENTION_MS: &str = "604800000";
 
 /// Creates the topics for `prefix` (`orders`, `executions`, `order-updates`, `prices`,
-/// `risk-events`, and cluster mode's one-partition `members`); topics that already exist are left as they are. Returns the names of the
+/// `risk-events`, cluster mode's one-partition `members`, and `audit`); topics that already exist
+/// are left as they are. Returns the names of the
 /// topics that were created now.
 pub fn create_topics(
     brokers: &str,
@@ -61,6 +62,17 @@ pub fn create_topics(
         NewTopic::new(
             &topics.members,
             1,
+            TopicReplication::Fixed(replication_factor),
+        )
+        .set("min.insync.replicas", &isr)
+        .set("retention.ms", "-1")
+        .set("cleanup.policy", "delete"),
+    );
+    // The audit trail: keyed by account, kept forever like the order log.
+    specs.push(
+        NewTopic::new(
+            &topics.audit,
+            partitions,
             TopicReplication::Fixed(replication_factor),
         )
         .set("min.insync.replicas", &isr)

@@ -96,7 +96,8 @@ impl KafkaConfig {
     }
 }
 
-/// The five topic names for a prefix.
+/// The topic names for a prefix: the five of [`Topics::all`], the cluster directory and the
+/// audit topic.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Topics {
     pub orders: String,
@@ -106,6 +107,8 @@ pub struct Topics {
     pub risk_events: String,
     /// Cluster mode's leader directory (one partition; not in [`Topics::all`]).
     pub members: String,
+    /// Every node's audit records, keyed by account, kept forever (not in [`Topics::all`]).
+    pub audit: String,
 }
 
 impl Topics {
@@ -117,6 +120,7 @@ impl Topics {
             prices: format!("{prefix}prices"),
             risk_events: format!("{prefix}risk-events"),
             members: format!("{prefix}members"),
+            audit: format!("{prefix}audit"),
         }
     }
 

@@ -20,6 +20,7 @@
 //! core knows nothing of async runtimes, and librdkafka has its own I/O threads anyway.
 
 pub mod admin;
+mod audit;
 mod config;
 mod consumer;
 mod error;
@@ -32,6 +33,7 @@ mod settled;
 mod stats;
 
 pub use admin::{create_topics, orders_partitions, wait_ready};
+pub use audit::{AuditCounters, AuditProducer};
 pub use config::{KafkaConfig, Topics};
 pub use consumer::{ConsumerStart, OrderConsumer, OrderRecord};
 pub use error::KafkaAdapterError;

@@ -2,6 +2,7 @@
 //! One binary instead of one per file keeps CI fast (each test binary is a separate link
 //! of every dependency); `scripts/test` checks that no file in tests/ is left out.
 
+mod audit;
 mod common;
 mod events;
 mod order_log;

@@ -10,7 +10,9 @@
 //!   by account with filters and a `(createdAt, orderId)` cursor.
 //! - [`Projector`] is the loop that drains a channel of event batches into a store.
 //! - [`doc`] is the document shape.
+//! - [`MongoAudit`] is the venue-wide `audit` collection (every node's audit records).
 
+mod audit;
 pub mod doc;
 mod projector;
 mod store;
@@ -19,6 +21,7 @@ use std::time::Duration;
 
 use thiserror::Error;
 
+pub use audit::MongoAudit;
 pub use projector::{
     EventBatch, Projector, ProjectorConfig, ProjectorExit, ProjectorSender, ProjectorStats,
 };

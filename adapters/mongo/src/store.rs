@@ -193,15 +193,32 @@ fn write_errors(reply: &Document) -> (Vec<(usize, i32, String)>, Option<String>)
 
 const DUPLICATE_KEY: i32 = 11000;
 
+/// The one-worker runtime an adapter object drives its client on.
+pub(crate) fn own_runtime(name: &str) -> Result<Runtime, Error> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name(name)
+        .enable_all()
+        .build()
+        .map_err(Error::Runtime)
+}
+
+/// A client for `cfg.url` with the configured server-selection bound.
+pub(crate) async fn open_client(
+    cfg: &MongoConfig,
+    app_name: &str,
+) -> Result<Client, mongodb::error::Error> {
+    let mut opts = ClientOptions::parse(&cfg.url).await?;
+    opts.server_selection_timeout = Some(cfg.server_selection_timeout);
+    opts.connect_timeout = Some(cfg.server_selection_timeout);
+    opts.app_name.get_or_insert_with(|| app_name.to_owned());
+    Client::with_options(opts)
+}
+
 impl MongoOrderStore {
     /// Connects with a runtime of its own and creates the indexes. Call from a plain thread.
     pub fn connect(cfg: MongoConfig, instruments: InstrumentTable) -> Result<Self, Error> {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .thread_name("oms-mongo")
-            .enable_all()
-            .build()
-            .map_err(Error::Runtime)?;
+        let rt = own_runtime("oms-mongo")?;
         Self::connect_on(Rt::Owned(Arc::new(rt)), cfg, instruments)
     }
 
@@ -218,13 +235,7 @@ impl MongoOrderStore {
         if Handle::try_current().is_ok() {
             return Err(Error::AsyncContext);
         }
-        let client = rt.handle().block_on(async {
-            let mut opts = ClientOptions::parse(&cfg.url).await?;
-            opts.server_selection_timeout = Some(cfg.server_selection_timeout);
-            opts.connect_timeout = Some(cfg.server_selection_timeout);
-            opts.app_name.get_or_insert_with(|| "oms".to_owned());
-            Client::with_options(opts)
-        })?;
+        let client = rt.handle().block_on(open_client(&cfg, "oms"))?;
         let db = client.database(&cfg.db);
         let store = MongoOrderStore {
             orders: db.collection("orders"),

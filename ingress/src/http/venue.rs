@@ -203,15 +203,37 @@ pub async fn audit(app: &Arc<App>, req: Req) -> Outcome {
             }
         }
     }
-    let records = app.trading.audit.query(account.as_deref(), from, limit);
+    // Every node's records from MongoDB when configured; this node's window otherwise, or
+    // when MongoDB does not answer (the answer says which).
+    let mut source = "local";
+    let mut records = None;
+    if let Some(remote) = app.trading.audit.remote() {
+        match remote.query(account.clone(), from, limit).await {
+            Ok(r) => {
+                source = remote.name();
+                records = Some(r);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "audit query on {} failed; answering from this node", remote.name());
+            }
+        }
+    }
+    let records =
+        records.unwrap_or_else(|| app.trading.audit.query(account.as_deref(), from, limit));
     let mut s = String::with_capacity(64 + records.len() * 256);
-    s.push_str("{\"records\":[");
+    s.push_str("{\"source\":\"");
+    s.push_str(source);
+    s.push_str("\",\"records\":[");
     for (i, r) in records.iter().enumerate() {
         if i > 0 {
             s.push(',');
         }
         s.push_str("{\"seq\":");
         s.push_str(&r.seq.to_string());
+        if !r.node.is_empty() {
+            s.push_str(",\"node\":");
+            s.push_str(&serde_json::to_string(&r.node).unwrap_or_else(|_| "\"\"".into()));
+        }
         s.push_str(",\"time\":");
         oms_wire::push_timestamp(&mut s, r.ts);
         let rest = serde_json::to_string(&r.record).unwrap_or_else(|_| "{}".into());
