@@ -120,12 +120,14 @@ fn create_topics_is_idempotent() {
     let Some(b) = broker_or_skip() else { return };
     let p = prefix("admin");
     let created = create_topics(&b, &p, 2, 1, 1).unwrap();
-    // The five of ARCHITECTURE §6 and cluster mode's one-partition `members`.
-    assert_eq!(created.len(), 6, "{created:?}");
-    assert!(
-        created.iter().any(|t| t.ends_with("members")),
-        "{created:?}"
-    );
+    // The five of ARCHITECTURE §6, cluster mode's one-partition `members` and `audit`.
+    assert_eq!(created.len(), 7, "{created:?}");
+    for t in ["members", "audit"] {
+        assert!(
+            created.iter().any(|c| c.ends_with(&format!(".{t}"))),
+            "{t}: {created:?}"
+        );
+    }
     let again = create_topics(&b, &p, 2, 1, 1).unwrap();
     assert!(again.is_empty(), "{again:?}");
 }
