@@ -82,6 +82,14 @@ struct RunArgs {
     /// Number of accounts (acct-0 .. acct-N-1).
     #[arg(long, default_value_t = 1000)]
     accounts: u32,
+    /// Cluster mode, leader-aware client: send only accounts whose partition of the order
+    /// log (Kafka's murmur2 of the account, modulo `--partitions`) is in this list, e.g. the
+    /// partitions the target node leads (`GET /api/cluster`), so no request is forwarded.
+    #[arg(long, value_delimiter = ',')]
+    led_partitions: Vec<u32>,
+    /// Partitions of the order log, for `--led-partitions`.
+    #[arg(long, default_value_t = 6)]
+    partitions: u32,
     /// PRNG seed for the traffic mix.
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -157,6 +165,7 @@ fn main() -> Result<()> {
                     cancel_frac: a.cancel_frac,
                     retry_frac: a.retry_frac,
                     accounts: a.accounts,
+                    only_accounts: led_accounts(a.accounts, a.partitions, &a.led_partitions)?,
                     ..Mix::default()
                 },
                 seed: a.seed,
@@ -184,4 +193,50 @@ fn main() -> Result<()> {
         Cmd::Table { dir } => print!("{}", table::render(&dir)?),
     }
     Ok(())
+}
+
+/// The account numbers of `0..accounts` whose order-log partition is in `led` (None when `led`
+/// is empty: every account).
+fn led_accounts(
+    accounts: u32,
+    partitions: u32,
+    led: &[u32],
+) -> Result<Option<std::sync::Arc<Vec<u32>>>> {
+    if led.is_empty() {
+        return Ok(None);
+    }
+    let ids: Vec<u32> = (0..accounts)
+        .filter(|n| {
+            let p = oms_kafka::partition_for(format!("acct-{n}").as_bytes(), partitions.max(1));
+            led.contains(&p)
+        })
+        .collect();
+    anyhow::ensure!(
+        !ids.is_empty(),
+        "no account of 0..{accounts} falls in partitions {led:?} of {partitions}"
+    );
+    Ok(Some(std::sync::Arc::new(ids)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn led_accounts_are_exactly_those_of_the_led_partitions() {
+        assert!(led_accounts(1000, 6, &[]).unwrap().is_none());
+        let all = led_accounts(1000, 6, &[0, 1, 2, 3, 4, 5]).unwrap().unwrap();
+        assert_eq!(all.len(), 1000);
+        let mut total = 0;
+        for p in 0..6 {
+            let ids = led_accounts(1000, 6, &[p]).unwrap().unwrap();
+            assert!(
+                ids.iter()
+                    .all(|n| oms_kafka::partition_for(format!("acct-{n}").as_bytes(), 6) == p)
+            );
+            total += ids.len();
+        }
+        assert_eq!(total, 1000, "every account in exactly one partition");
+        assert!(led_accounts(0, 6, &[1]).is_err());
+    }
 }

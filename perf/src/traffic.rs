@@ -64,6 +64,9 @@ pub struct Mix {
     pub retry_frac: f64,
     /// Accounts `acct-0 .. acct-{accounts-1}`.
     pub accounts: u32,
+    /// Only these account numbers (of `0..accounts`), when set: a client that sends each
+    /// account to the cluster node leading it (see `oms-perf run --led-partitions`).
+    pub only_accounts: Option<std::sync::Arc<Vec<u32>>>,
     /// Limit prices are drawn uniformly within ± this many basis points of the reference
     /// (must stay well inside the ±5% band).
     pub spread_bp: i64,
@@ -76,6 +79,7 @@ impl Default for Mix {
             cancel_frac: 0.05,
             retry_frac: 0.02,
             accounts: 1000,
+            only_accounts: None,
             spread_bp: 50,
         }
     }
@@ -204,10 +208,11 @@ impl Traffic {
 
     fn new_order(&mut self) -> Op {
         let inst = INSTRUMENTS[self.rng.below(INSTRUMENTS.len() as u64) as usize];
-        let account = format!(
-            "acct-{}",
-            self.rng.below(u64::from(self.mix.accounts.max(1)))
-        );
+        let n = match &self.mix.only_accounts {
+            Some(ids) if !ids.is_empty() => ids[self.rng.below(ids.len() as u64) as usize],
+            _ => self.rng.below(u64::from(self.mix.accounts.max(1))) as u32,
+        };
+        let account = format!("acct-{n}");
         let side = if self.rng.below(2) == 0 {
             "BUY"
         } else {
