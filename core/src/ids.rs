@@ -152,6 +152,62 @@ pub type ClientOrderId = ShortStr<CLIENT_ORDER_ID_MAX>;
 /// An idempotency key (1–255 printable ASCII).
 pub type IdempotencyKey = ShortStr<IDEMPOTENCY_KEY_MAX>;
 
+/// Bytes of an idempotency key an [`OrderKey`] holds inline: UUIDs (36), ULIDs (26) and
+/// most client-made keys fit; longer keys (up to [`IDEMPOTENCY_KEY_MAX`]) go to the heap.
+pub const ORDER_KEY_INLINE: usize = 44;
+
+/// An idempotency key as an order record keeps it: 48 bytes instead of the 257 of an inline
+/// [`IdempotencyKey`], because every held order carries one (issue 11: bounded memory). The
+/// representation depends only on the length, so equal keys are equal values.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct OrderKey(KeyRepr);
+
+#[derive(Clone, PartialEq, Eq, Hash)]
+enum KeyRepr {
+    Inline(ShortStr<ORDER_KEY_INLINE>),
+    Heap(Box<str>),
+}
+
+impl OrderKey {
+    pub fn as_str(&self) -> &str {
+        match &self.0 {
+            KeyRepr::Inline(s) => s.as_str(),
+            KeyRepr::Heap(s) => s,
+        }
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        self.as_str().as_bytes()
+    }
+}
+
+impl From<&IdempotencyKey> for OrderKey {
+    fn from(k: &IdempotencyKey) -> Self {
+        match ShortStr::new(k.as_str()) {
+            Ok(s) => OrderKey(KeyRepr::Inline(s)),
+            Err(_) => OrderKey(KeyRepr::Heap(k.as_str().into())),
+        }
+    }
+}
+
+impl From<IdempotencyKey> for OrderKey {
+    fn from(k: IdempotencyKey) -> Self {
+        OrderKey::from(&k)
+    }
+}
+
+impl fmt::Debug for OrderKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", self.as_str())
+    }
+}
+
+impl fmt::Display for OrderKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// Source of time, injected. Nanoseconds since the Unix epoch.
 pub trait Clock {
     fn now_nanos(&mut self) -> u64;

@@ -33,7 +33,7 @@ pub use command::{
 };
 pub use engine::{Engine, EngineConfig, SnapshotError};
 pub use event::{Candle, CandleInterval, Event, ExecutionReport, Liquidity, RiskEvent, Trade};
-pub use ids::{AccountId, ClientOrderId, IdempotencyKey, OrderId, ShortStr, SymbolId};
+pub use ids::{AccountId, ClientOrderId, IdempotencyKey, OrderId, OrderKey, ShortStr, SymbolId};
 pub use instrument::{Instrument, InstrumentTable};
 pub use num::{Money, Price, Qty};
 pub use order::{Order, OrderStatus, OrderType, Side, TimeInForce};

@@ -7,7 +7,7 @@
 use thiserror::Error;
 
 use crate::codes::RejectCode;
-use crate::ids::{AccountId, ClientOrderId, IdempotencyKey, OrderId, SymbolId};
+use crate::ids::{AccountId, ClientOrderId, OrderId, OrderKey, SymbolId};
 use crate::num::{Price, Qty};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -203,7 +203,7 @@ pub struct Order {
     pub updated_at: u64,
     /// Increases by one on every change; projections upsert only newer versions.
     pub version: u32,
-    pub idempotency_key: Option<IdempotencyKey>,
+    pub idempotency_key: Option<OrderKey>,
     pub reject_reason: Option<RejectCode>,
 }
 

@@ -6,7 +6,7 @@
 //! original answer.
 
 use oms_core::command::PlaceOrder;
-use oms_core::{Event, InstrumentTable, Order, OrderStatus, Qty, RiskDecision};
+use oms_core::{Event, InstrumentTable, Order, OrderKey, OrderStatus, Qty, RiskDecision};
 use serde::Serialize;
 
 use crate::error::{ApiError, ErrorBody};
@@ -128,7 +128,7 @@ pub fn acked_order(cmd: &PlaceOrder) -> Order {
         created_at: cmd.ts,
         updated_at: cmd.ts,
         version: 1,
-        idempotency_key: cmd.idempotency_key,
+        idempotency_key: cmd.idempotency_key.as_ref().map(OrderKey::from),
         reject_reason,
     }
 }

@@ -41,7 +41,7 @@ fn order() -> Order {
         created_at: TS,
         updated_at: TS + 1_000_000,
         version: 3,
-        idempotency_key: Some(oms_core::IdempotencyKey::new("k-1").unwrap()),
+        idempotency_key: Some(oms_core::IdempotencyKey::new("k-1").unwrap().into()),
         reject_reason: None,
     }
 }

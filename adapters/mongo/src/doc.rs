@@ -8,8 +8,8 @@
 use mongodb::bson::{Bson, Document, doc};
 use oms_core::ports::IdemKey;
 use oms_core::{
-    AccountId, ExecutionReport, IdempotencyKey, InstrumentTable, Order, OrderId, OrderStatus,
-    OrderType, Price, Qty, RejectCode, ShortStr, Side, SymbolId, TimeInForce,
+    AccountId, ExecutionReport, IdempotencyKey, InstrumentTable, Order, OrderId, OrderKey,
+    OrderStatus, OrderType, Price, Qty, RejectCode, ShortStr, Side, SymbolId, TimeInForce,
 };
 
 use crate::Error;
@@ -132,7 +132,9 @@ pub fn order_from_doc(d: &Document) -> Result<Order, Error> {
         updated_at: u64::try_from(get_int(d, "updatedAt")?).map_err(|_| bad("updatedAt", d))?,
         version: u32::try_from(get_int(d, "version")?).map_err(|_| bad("version", d))?,
         idempotency_key: match opt_str(d, "idempotencyKey") {
-            Some(s) => Some(IdempotencyKey::new(s).map_err(|_| bad("idempotencyKey", d))?),
+            Some(s) => Some(OrderKey::from(
+                IdempotencyKey::new(s).map_err(|_| bad("idempotencyKey", d))?,
+            )),
             None => None,
         },
         reject_reason: match opt_str(d, "rejectReason") {
@@ -203,7 +205,7 @@ mod tests {
             created_at: 1_700_000_000_000_000_001,
             updated_at: 1_700_000_000_000_000_002,
             version: 4,
-            idempotency_key: Some(IdempotencyKey::new("k-1").unwrap()),
+            idempotency_key: Some(IdempotencyKey::new("k-1").unwrap().into()),
             reject_reason: Some(RejectCode::SelfTradePrevented),
         }
     }

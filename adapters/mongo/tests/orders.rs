@@ -202,7 +202,7 @@ fn finds_by_idempotency_key_and_counts_key_conflicts() {
 
     // A different order with the same (account, key): not written, counted, no error.
     let mut dup = order("acct-i", 4, 13, 1);
-    dup.idempotency_key = a.idempotency_key;
+    dup.idempotency_key = a.idempotency_key.clone();
     s.0.upsert_orders(&[dup.clone()]).unwrap();
     assert_eq!(s.0.stats().conflicts.load(Ordering::Relaxed), 1);
     assert_eq!(s.0.get_order(&acct("acct-i"), dup.order_id).unwrap(), None);

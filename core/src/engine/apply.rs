@@ -15,7 +15,7 @@ use crate::book::{Incoming, MatchEvent};
 use crate::codes::RejectCode;
 use crate::command::{AmendOrder, CancelAll, CancelOrder, CorrelationId, PlaceOrder, RiskDecision};
 use crate::event::{Event, ExecutionReport, Liquidity, RiskEvent, Trade};
-use crate::ids::{AccountId, OrderId, SymbolId};
+use crate::ids::{AccountId, OrderId, OrderKey, SymbolId};
 use crate::num::{Price, Qty};
 use crate::order::{Order, OrderStatus, OrderType};
 
@@ -67,7 +67,7 @@ impl Engine {
             created_at: p.ts,
             updated_at: p.ts,
             version: 0,
-            idempotency_key: p.idempotency_key,
+            idempotency_key: p.idempotency_key.map(OrderKey::from),
             reject_reason: None,
         };
         let verdict = match p.risk {

@@ -16,6 +16,7 @@
 
 mod apply;
 mod snapshot;
+mod store;
 
 use std::collections::{BTreeSet, VecDeque};
 
@@ -32,6 +33,7 @@ use crate::ports::OrderQuery;
 use crate::risk::{RiskConfig, RiskEngine};
 
 pub use snapshot::{SNAPSHOT_VERSION, SnapshotError};
+use store::OrderStore;
 
 /// Recent trades kept per symbol unless configured otherwise.
 pub const DEFAULT_RECENT_TRADES: usize = 1000;
@@ -70,7 +72,7 @@ pub struct Engine {
     books: Vec<OrderBook>,
     risk: RiskEngine,
     /// Every open order and the held terminal ones.
-    orders: AHashMap<OrderId, Order>,
+    orders: OrderStore,
     /// Per account: `(created_at, order_id)` of every held order, for newest-first pages.
     by_account: AHashMap<AccountId, BTreeSet<(u64, OrderId)>>,
     /// The held terminal orders, in the order they ended (oldest first): the eviction queue.
@@ -97,7 +99,7 @@ impl Engine {
                 .map(|i| OrderBook::new(SymbolId(i as u16), BookConfig { stp: cfg.stp }))
                 .collect(),
             risk: RiskEngine::new(&instruments, cfg.risk.clone()),
-            orders: AHashMap::new(),
+            orders: OrderStore::default(),
             by_account: AHashMap::new(),
             terminal: VecDeque::new(),
             evicted: Vec::new(),

@@ -17,7 +17,7 @@ use thiserror::Error;
 use crate::book::RestingOrder;
 use crate::codes::RejectCode;
 use crate::event::{Candle, CandleInterval, Trade};
-use crate::ids::{AccountId, OrderId, ShortStr, SymbolId};
+use crate::ids::{AccountId, IDEMPOTENCY_KEY_MAX, OrderId, OrderKey, ShortStr, SymbolId};
 use crate::num::{Money, Price, Qty};
 use crate::order::{Order, OrderStatus, OrderType, Side, TimeInForce};
 use crate::risk::{AccountState, OrderRisk, Position};
@@ -306,7 +306,7 @@ impl<'a> R<'a> {
             created_at: self.u64()?,
             updated_at: self.u64()?,
             version: self.u32()?,
-            idempotency_key: self.opt_short()?,
+            idempotency_key: self.opt_short::<IDEMPOTENCY_KEY_MAX>()?.map(OrderKey::from),
             reject_reason: match self.u8()? {
                 0 => None,
                 c => Some(RejectCode::from_u8(c).ok_or(SnapshotError::Invalid("reason"))?),

@@ -45,7 +45,9 @@ fn live() -> isize {
     LIVE.load(Ordering::Relaxed)
 }
 
-const N: u64 = 200_000;
+/// Orders of each kind unless the first argument says otherwise: the per-order cost of a
+/// hash table depends on where its length falls between two growths, so compare sizes.
+const DEFAULT_N: u64 = 200_000;
 
 fn place(table: &InstrumentTable, i: u64, side: &str, price: u64, accounts: u64) -> Command {
     let px = price.to_string();
@@ -99,12 +101,16 @@ impl AnswerSource for NoAnswers {
 }
 
 fn main() {
+    let n: u64 = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(DEFAULT_N);
     let table = InstrumentTable::demo();
     let mut ev = Vec::new();
 
     // Open orders: buys resting on 1 000 price levels, 1 000 accounts.
     let mut e = engine(&table);
-    let cmds: Vec<Command> = (0..N)
+    let cmds: Vec<Command> = (0..n)
         .map(|i| place(&table, i, "BUY", 40_000 - i % 1_000, 1_000))
         .collect();
     let before = live();
@@ -112,13 +118,13 @@ fn main() {
         ev.clear();
         e.apply(c, &mut ev);
     }
-    let open = (live() - before) as f64 / N as f64;
-    assert_eq!(e.order_count() as u64, N);
+    let open = (live() - before) as f64 / n as f64;
+    assert_eq!(e.order_count() as u64, n);
     drop(e);
 
     // Finished orders: crossing pairs that fill at once (FILLED, held as terminal).
     let mut e = engine(&table);
-    let cmds: Vec<Command> = (0..N)
+    let cmds: Vec<Command> = (0..n)
         .map(|i| {
             let side = if i % 2 == 0 { "BUY" } else { "SELL" };
             place(&table, i, side, 45_000 + (i / 2) % 50, 1_000)
@@ -129,7 +135,7 @@ fn main() {
         ev.clear();
         e.apply(c, &mut ev);
     }
-    let terminal = (live() - before) as f64 / N as f64;
+    let terminal = (live() - before) as f64 / n as f64;
     let mut out = Vec::new();
     e.take_evicted(&mut out);
     assert!(out.is_empty());
@@ -137,7 +143,7 @@ fn main() {
 
     // Idempotency keys: the index alone (the answers are on disk).
     let mut idx = AnswerIndex::new();
-    let keys: Vec<IdemKey> = (0..N)
+    let keys: Vec<IdemKey> = (0..n)
         .map(|i| IdemKey {
             account: AccountId::new(&format!("acct{}", i % 1_000)).expect("account"),
             key: IdempotencyKey::new(&format!("key-{i}")).expect("key"),
@@ -147,10 +153,10 @@ fn main() {
     for (i, k) in keys.iter().enumerate() {
         idx.insert(k, i as u64, &NoAnswers);
     }
-    let key = (live() - before) as f64 / N as f64;
-    println!("heap bytes per open order (engine, {N} resting):      {open:.0}");
-    println!("heap bytes per finished order held (engine, {N} filled): {terminal:.0}");
-    println!("heap bytes per idempotency key (index, {N} keys):    {key:.0}");
+    let key = (live() - before) as f64 / n as f64;
+    println!("heap bytes per open order (engine, {n} resting):      {open:.0}");
+    println!("heap bytes per finished order held (engine, {n} filled): {terminal:.0}");
+    println!("heap bytes per idempotency key (index, {n} keys):    {key:.0}");
     println!(
         "size_of: IdemKey {} B, Order {} B",
         std::mem::size_of::<IdemKey>(),

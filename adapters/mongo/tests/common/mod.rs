@@ -124,7 +124,7 @@ pub fn order(account: &str, n: u64, created: u64, version: u32) -> Order {
         created_at: created,
         updated_at: created + u64::from(version),
         version,
-        idempotency_key: Some(IdempotencyKey::new(&format!("key-{n}")).unwrap()),
+        idempotency_key: Some(IdempotencyKey::new(&format!("key-{n}")).unwrap().into()),
         reject_reason: None,
     }
 }
