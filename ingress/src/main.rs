@@ -4,6 +4,9 @@ use clap::{CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
 use oms_ingress::config::{LogFormat, ServeArgs, apply_defaults, config_file_values};
 use oms_ingress::{backends, serve};
 
+// mimalloc unless built with `--features system-alloc`: heap profilers (heaptrack, valgrind)
+// see only the system allocator's calls, so that build is the one to profile memory with.
+#[cfg(not(feature = "system-alloc"))]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -6,17 +6,15 @@
 //! insert of a record already stored is a no-op rather than a duplicate.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use futures::TryStreamExt;
+use mongodb::Collection;
 use mongodb::bson::{Document, doc};
-use mongodb::options::IndexOptions;
-use mongodb::{Collection, IndexModel};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::runtime::{Handle, Runtime};
 
-use crate::store::{open_client, own_runtime};
+use crate::store::{named_index, open_client, own_runtime};
 use crate::{Error, MongoConfig};
 
 const DUPLICATE_KEY: i32 = 11000;
@@ -77,21 +75,10 @@ impl MongoAudit {
     fn ensure_indexes(&self) -> Result<(), Error> {
         let limit = self.cfg.write_timeout + self.cfg.server_selection_timeout;
         let coll = self.coll.clone();
-        let idx = |name: &str, keys: Document, unique: bool| {
-            IndexModel::builder()
-                .keys(keys)
-                .options(
-                    IndexOptions::builder()
-                        .name(name.to_owned())
-                        .unique(unique.then_some(true))
-                        .build(),
-                )
-                .build()
-        };
         let models = vec![
-            idx("node_seq_unique", doc! { "node": 1, "seq": 1 }, true),
-            idx("account_ts", doc! { "account": 1, "ts": 1 }, false),
-            idx("ts", doc! { "ts": 1 }, false),
+            named_index("node_seq_unique", doc! { "node": 1, "seq": 1 }, true, None),
+            named_index("account_ts", doc! { "account": 1, "ts": 1 }, false, None),
+            named_index("ts", doc! { "ts": 1 }, false, None),
         ];
         let r = self.rt.get().block_on(async move {
             tokio::time::timeout(limit, coll.create_indexes(models)).await
@@ -161,11 +148,6 @@ impl MongoAudit {
         docs.into_iter()
             .map(|d| mongodb::bson::from_document(d).map_err(|e| Error::Decode(e.to_string())))
             .collect()
-    }
-
-    /// How long one insert may take.
-    pub fn write_timeout(&self) -> Duration {
-        self.cfg.write_timeout
     }
 }
 

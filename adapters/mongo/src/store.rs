@@ -110,20 +110,28 @@ impl std::fmt::Debug for MongoOrderStore {
     }
 }
 
-/// The indexes of `orders` (ARCHITECTURE.md §6), named so operators recognise them.
+/// An index named so operators recognise it; `unique` and `partial` as MongoDB means them.
+pub(crate) fn named_index(
+    name: &str,
+    keys: Document,
+    unique: bool,
+    partial: Option<Document>,
+) -> IndexModel {
+    IndexModel::builder()
+        .keys(keys)
+        .options(
+            IndexOptions::builder()
+                .name(name.to_owned())
+                .unique(unique.then_some(true))
+                .partial_filter_expression(partial)
+                .build(),
+        )
+        .build()
+}
+
+/// The indexes of `orders` (ARCHITECTURE.md §6).
 fn order_indexes() -> Vec<IndexModel> {
-    let idx = |name: &str, keys: Document, unique: bool, partial: Option<Document>| {
-        IndexModel::builder()
-            .keys(keys)
-            .options(
-                IndexOptions::builder()
-                    .name(name.to_owned())
-                    .unique(unique.then_some(true))
-                    .partial_filter_expression(partial)
-                    .build(),
-            )
-            .build()
-    };
+    let idx = named_index;
     vec![
         idx("orderId_unique", doc! { "orderId": 1 }, true, None),
         idx(
@@ -147,18 +155,8 @@ fn order_indexes() -> Vec<IndexModel> {
 
 fn execution_indexes() -> Vec<IndexModel> {
     vec![
-        IndexModel::builder()
-            .keys(doc! { "orderId": 1 })
-            .options(IndexOptions::builder().name("orderId".to_owned()).build())
-            .build(),
-        IndexModel::builder()
-            .keys(doc! { "account": 1, "ts": -1 })
-            .options(
-                IndexOptions::builder()
-                    .name("account_ts".to_owned())
-                    .build(),
-            )
-            .build(),
+        named_index("orderId", doc! { "orderId": 1 }, false, None),
+        named_index("account_ts", doc! { "account": 1, "ts": -1 }, false, None),
     ]
 }
 

@@ -28,6 +28,9 @@ enum Remainder {
 struct Taker {
     order_id: OrderId,
     account: AccountId,
+    /// `account` in the book's account table ([`super::accounts::NO_ACCOUNT`] if it never
+    /// rested here).
+    acct: u32,
     side: Side,
     /// Worst price it may trade at (the band edge for MARKET).
     limit: Price,
@@ -89,6 +92,7 @@ impl OrderBook {
         let t = Taker {
             order_id: o.order_id,
             account: o.account,
+            acct: self.accounts.find(&o.account),
             side: o.side,
             limit,
             quantity: o.quantity,
@@ -105,7 +109,7 @@ impl OrderBook {
         let n = self.detach(idx);
         out.push(MatchEvent::Ended {
             order_id: n.order_id,
-            account: n.account,
+            account: self.accounts.get(n.acct),
             leaves: n.leaves,
             status: OrderStatus::Canceled,
             reason: None,
@@ -148,7 +152,8 @@ impl OrderBook {
         self.detach(idx);
         let t = Taker {
             order_id: id,
-            account: node.account,
+            account: self.accounts.get(node.acct),
+            acct: node.acct,
             side: node.side,
             limit: price,
             quantity: leaves,
@@ -247,7 +252,7 @@ impl OrderBook {
                 acc += level.qty;
             } else {
                 for m in level.iter(&self.slab) {
-                    if m.account == t.account {
+                    if m.acct == t.acct {
                         if stp == StpMode::CancelOldest {
                             continue;
                         }
@@ -275,6 +280,7 @@ impl OrderBook {
             asks,
             slab,
             index,
+            accounts,
             ..
         } = self;
         let book = match t.side {
@@ -292,7 +298,7 @@ impl OrderBook {
             while !remaining.is_zero() && !level.is_empty() {
                 let idx = level.head;
                 let maker = slab.get_mut(idx);
-                if stp != StpMode::Off && maker.account == t.account {
+                if stp != StpMode::Off && maker.acct == t.acct {
                     if stp == StpMode::CancelNewest {
                         out.push(ended(
                             t,
@@ -307,7 +313,7 @@ impl OrderBook {
                     index.remove(&m.order_id);
                     out.push(MatchEvent::Ended {
                         order_id: m.order_id,
-                        account: m.account,
+                        account: accounts.get(m.acct),
                         leaves: m.leaves,
                         status: OrderStatus::Canceled,
                         reason: Some(RejectCode::SelfTradePrevented),
@@ -333,7 +339,7 @@ impl OrderBook {
                 let (maker_id, maker_leaves) = (maker.order_id, maker.leaves);
                 out.push(MatchEvent::Fill {
                     maker_order_id: maker_id,
-                    maker_account: maker.account,
+                    maker_account: accounts.get(maker.acct),
                     taker_order_id: t.order_id,
                     taker_account: t.account,
                     price: level.price,
@@ -363,6 +369,7 @@ impl OrderBook {
         leaves: Qty,
         post_only: bool,
     ) {
+        let acct = self.accounts.intern(&account);
         let idx = self.slab.insert(Node {
             order_id,
             price,
@@ -371,7 +378,7 @@ impl OrderBook {
             next: super::slab::NIL,
             side,
             post_only,
-            account,
+            acct,
         });
         let previous = self.index.insert(order_id, idx);
         debug_assert!(previous.is_none(), "order id rested twice");

@@ -11,6 +11,7 @@
 //! slot` map gives O(1) cancel/amend lookup. In steady state nothing allocates per order: slots
 //! and levels are reused and the caller passes the event buffer in.
 
+mod accounts;
 mod ladder;
 mod level;
 mod matching;
@@ -25,6 +26,7 @@ use crate::ids::{AccountId, OrderId, SymbolId};
 use crate::num::{Price, Qty};
 use crate::order::{OrderStatus, OrderType, Side, TimeInForce};
 
+use accounts::Accounts;
 use ladder::Ladder;
 use slab::Slab;
 
@@ -133,6 +135,7 @@ pub struct OrderBook {
     asks: Ladder,
     slab: Slab,
     index: HashMap<OrderId, u32, ahash::RandomState>,
+    accounts: Accounts,
 }
 
 /// Default number of order slots when the caller gives none.
@@ -152,6 +155,7 @@ impl OrderBook {
             bids: Ladder::new(Side::Buy, levels),
             asks: Ladder::new(Side::Sell, levels),
             slab: Slab::with_capacity(orders),
+            accounts: Accounts::default(),
             index: HashMap::with_capacity_and_hasher(
                 orders,
                 ahash::RandomState::with_seeds(
@@ -173,7 +177,9 @@ impl OrderBook {
     }
 
     pub fn get(&self, id: OrderId) -> Option<RestingOrder> {
-        self.index.get(&id).map(|&idx| resting(self.slab.get(idx)))
+        self.index
+            .get(&id)
+            .map(|&idx| resting(self.slab.get(idx), &self.accounts))
     }
 
     pub fn best_bid(&self) -> Option<Price> {
@@ -217,11 +223,11 @@ impl OrderBook {
     /// priority. Feeding them to [`OrderBook::restore_resting`] in this order into an empty
     /// book rebuilds an identical book.
     pub fn resting_orders(&self) -> impl Iterator<Item = RestingOrder> + '_ {
-        let slab = &self.slab;
+        let (slab, accounts) = (&self.slab, &self.accounts);
         self.bids
             .iter_best_first()
             .chain(self.asks.iter_best_first())
-            .flat_map(move |lvl| lvl.iter(slab).map(resting))
+            .flat_map(move |lvl| lvl.iter(slab).map(|n| resting(n, accounts)))
     }
 
     fn ladder(&self, side: Side) -> &Ladder {
@@ -232,10 +238,10 @@ impl OrderBook {
     }
 }
 
-fn resting(n: &slab::Node) -> RestingOrder {
+fn resting(n: &slab::Node, accounts: &Accounts) -> RestingOrder {
     RestingOrder {
         order_id: n.order_id,
-        account: n.account,
+        account: accounts.get(n.acct),
         side: n.side,
         price: n.price,
         leaves: n.leaves,

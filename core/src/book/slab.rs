@@ -5,7 +5,7 @@
 //! [`super::level`]) a pair of `u32` links, so placing and removing an order never allocates
 //! once the slab has grown to the book's working size.
 
-use crate::ids::{AccountId, OrderId};
+use crate::ids::OrderId;
 use crate::num::{Price, Qty};
 use crate::order::Side;
 
@@ -22,7 +22,8 @@ pub(super) struct Node {
     pub next: u32,
     pub side: Side,
     pub post_only: bool,
-    pub account: AccountId,
+    /// Index into the book's [`super::accounts::Accounts`].
+    pub acct: u32,
 }
 
 /// Slot storage with an intrusive free list (a freed node's `next` chains to the next free slot).
@@ -95,7 +96,7 @@ pub(super) fn test_node(id: u128, price: i64, leaves: i64) -> Node {
         next: NIL,
         side: Side::Buy,
         post_only: false,
-        account: AccountId::new("a").expect("valid account"),
+        acct: 0,
     }
 }
 

@@ -98,9 +98,10 @@ impl Snaps {
         self.applied - self.last_applied + self.carried
     }
 
-    fn due(&self) -> bool {
+    fn due(&mut self) -> bool {
         let fresh = self.fresh();
         fresh > 0
+            && !writing(&mut self.in_flight)
             && ((self.plan.every_commands > 0 && fresh >= self.plan.every_commands)
                 || (!self.plan.every.is_zero() && self.last_at.elapsed() >= self.plan.every))
     }
@@ -136,6 +137,20 @@ impl Snaps {
         self.last_applied = self.applied;
         self.carried = 0;
         self.last_at = Instant::now();
+    }
+}
+
+/// Whether the snapshot handed over last is still being written; forgets it once written.
+/// A new image waits until then, so at most one image (the size of the state) is in memory
+/// besides the engine, however slow the disk or the archive.
+pub(crate) fn writing(in_flight: &mut Option<Receiver<()>>) -> bool {
+    match in_flight.as_ref().map(Receiver::try_recv) {
+        Some(Err(crossbeam_channel::TryRecvError::Empty)) => true,
+        Some(_) => {
+            *in_flight = None;
+            false
+        }
+        None => false,
     }
 }
 

@@ -451,12 +451,13 @@ impl Replica {
         self.applied_count - self.snapshot_count + self.carried
     }
 
-    fn snapshot_due(&self) -> bool {
+    fn snapshot_due(&mut self) -> bool {
         let Some(plan) = &self.plan.snapshots else {
             return false;
         };
         let fresh = self.fresh();
         fresh > 0
+            && !super::writing(&mut self.snapshot_in_flight)
             && ((plan.every_commands > 0 && fresh >= plan.every_commands)
                 || (!plan.every.is_zero() && self.last_snapshot.elapsed() >= plan.every))
     }
