@@ -68,6 +68,9 @@ impl Served {
                 "2",
                 "--node-id",
                 "7",
+                // The other ring layout than phase 1's default (`threads`).
+                "--stages",
+                "fused",
             ]),
         }
         let mut args = Cli::parse_from(argv).serve;
