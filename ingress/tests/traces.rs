@@ -126,6 +126,21 @@ impl Served {
         assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
     }
 
+    /// Places an order in the caller's trace `trace` (its span `span`) and returns the
+    /// order's spans, checked to form the documented tree under the caller's span.
+    async fn place_traced(
+        &self,
+        exporter: &InMemorySpanExporter,
+        trace: &str,
+        span: &str,
+    ) -> HashMap<String, SpanData> {
+        let traceparent = format!("00-{trace}-{span}-01");
+        self.place(Some(&traceparent), &sys::uniq("k-traced")).await;
+        let spans = spans_of(exporter, TraceId::from_hex(trace).unwrap());
+        assert_tree(&spans, SpanId::from_hex(span).unwrap());
+        spans
+    }
+
     async fn stop(self) {
         let _ = self.stop.send(());
         tokio::task::spawn_blocking(move || self.thread.join().unwrap().unwrap())
@@ -245,15 +260,10 @@ async fn one_order_is_one_trace_from_the_request_to_the_projection() {
     let dir = tempfile::tempdir().unwrap();
     let node = Served::start(None, "", dir.path()).await;
     let caller_trace = "4bf92f3577b34da6a3ce929d0e0e4736";
-    let caller_span = "00f067aa0ba902b7";
-    node.place(
-        Some(&format!("00-{caller_trace}-{caller_span}-01")),
-        &sys::uniq("k-traced"),
-    )
-    .await;
+    let spans = node
+        .place_traced(&exporter, caller_trace, "00f067aa0ba902b7")
+        .await;
     let trace = TraceId::from_hex(caller_trace).unwrap();
-    let spans = spans_of(&exporter, trace);
-    assert_tree(&spans, SpanId::from_hex(caller_span).unwrap());
     assert!(spans["oms.request"].parent_span_is_remote);
 
     // Without a `traceparent` the request starts a trace of its own, with a root span.
@@ -295,14 +305,9 @@ async fn one_order_is_one_trace_from_the_request_to_the_projection() {
     let dir = tempfile::tempdir().unwrap();
     let node = Served::start(Some(&svc.brokers), &prefix, dir.path()).await;
     let cluster_trace = "0af7651916cd43dd8448eb211c80319c";
-    let cluster_span = "b7ad6b7169203331";
-    node.place(
-        Some(&format!("00-{cluster_trace}-{cluster_span}-01")),
-        &sys::uniq("k-cluster"),
-    )
-    .await;
-    let spans = spans_of(&exporter, TraceId::from_hex(cluster_trace).unwrap());
-    assert_tree(&spans, SpanId::from_hex(cluster_span).unwrap());
+    let spans = node
+        .place_traced(&exporter, cluster_trace, "b7ad6b7169203331")
+        .await;
     let text = |n: &str| format!("00-{cluster_trace}-{}-01", spans[n].span_context.span_id());
     // The record carries the log-append span, the order's event the projection span.
     let orders = traceparents_on(&svc.brokers, &format!("{prefix}orders"), 1);
