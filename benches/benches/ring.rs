@@ -160,6 +160,7 @@ fn baseline(c: &mut Criterion) {
                     },
                     account: item.account,
                     correlation_id: None,
+                    trace: None,
                     ticket: None,
                 };
                 item.fill(&mut d, sent);
@@ -334,6 +335,7 @@ fn real_pipeline(wait: WaitKind) -> (Pipeline, std::thread::JoinHandle<()>) {
         feedback_tx,
         processor_tx,
         PublishConfig {
+            record_traces: None,
             max_batch: 1024,
             max_in_flight: 8,
             test_stall: Duration::ZERO,

@@ -23,6 +23,7 @@ use oms_journal::{FsyncPolicy, Journal, JournalConfig};
 use oms_wire::ApiError;
 
 use crate::config::{FsyncMode, LogKind, QueryStore, ServeArgs};
+use crate::telemetry::{self, RecordTraces, TraceParent};
 
 pub use crate::metrics::MetricSource;
 
@@ -42,6 +43,9 @@ pub struct Backends {
     pub audit_sinks: Vec<Box<dyn AuditSink>>,
     /// Where `GET /api/admin/audit` reads every node's records (MongoDB).
     pub audit_query: Option<Arc<dyn AuditQuery>>,
+    /// Traces on and the log is Kafka: where the publish stage puts each command's
+    /// `traceparent` for its record header (see `telemetry`).
+    pub record_traces: Option<RecordTraces>,
 }
 
 /// Audit records to `{prefix}audit`, keyed by account, as the API shows them.
@@ -276,7 +280,9 @@ struct KafkaSink(EventPublisher);
 
 impl EventSink for KafkaSink {
     fn publish(&mut self, events: &[Event]) {
-        self.0.publish(events);
+        // Inside a traced command's `oms.project` span, its records carry the span's context.
+        self.0
+            .publish_traced(events, telemetry::projecting().map(TraceParent::to_text));
     }
 
     fn progress(&self) -> Option<SinkProgress> {
@@ -460,6 +466,7 @@ pub fn build(
     let mut ready_checks: Vec<ReadyCheck> = Vec::new();
     let mut audit_sinks: Vec<Box<dyn AuditSink>> = Vec::new();
     let mut audit_query: Option<Arc<dyn AuditQuery>> = None;
+    let mut record_traces = None;
 
     let brokers = args
         .kafka_brokers
@@ -487,7 +494,10 @@ pub fn build(
                 }
             }
             let kcfg = kafka_config(args, brokers);
-            let log = KafkaLog::new(&kcfg, table).context("connecting the Kafka order log")?;
+            let mut log = KafkaLog::new(&kcfg, table).context("connecting the Kafka order log")?;
+            if telemetry::enabled() {
+                record_traces = Some(log.trace_headers());
+            }
             metric_sources.extend(kafka_metrics("orders", log.stats()));
             // In-process topology: this node's processor applies every partition.
             metric_sources.push(partitions_owned(log.partitions()));
@@ -629,6 +639,7 @@ pub fn build(
             shared_completion,
             audit_sinks,
             audit_query,
+            record_traces,
         },
         metric_sources,
         store_pool,

@@ -21,4 +21,5 @@ pub mod pipeline;
 pub mod processor;
 pub mod serve;
 pub mod snapshots;
+pub mod telemetry;
 pub mod ws;

@@ -2,7 +2,8 @@
 
 use clap::{CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
 use oms_ingress::config::{LogFormat, ServeArgs, apply_defaults, config_file_values};
-use oms_ingress::{backends, serve};
+use oms_ingress::{backends, serve, telemetry};
+use opentelemetry_sdk::trace::SdkTracerProvider;
 
 // mimalloc unless built with `--features system-alloc`: heap profilers (heaptrack, valgrind)
 // see only the system allocator's calls, so that build is the one to profile memory with.
@@ -49,15 +50,28 @@ enum Admin {
     },
 }
 
-fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let b = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Json => b.json().flatten_event(true).with_current_span(false).init(),
-        LogFormat::Text => b.init(),
+/// JSON or text logs on stderr (filtered by `RUST_LOG`, default `info`), and, when
+/// `traces` is given, the OpenTelemetry layer that exports order traces (its own filter:
+/// the order spans only, whatever `RUST_LOG` says).
+fn init_logging(format: LogFormat, traces: Option<&SdkTracerProvider>) {
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    use tracing_subscriber::{EnvFilter, Layer as _};
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let fmt = match format {
+        LogFormat::Json => fmt
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_filter(filter)
+            .boxed(),
+        LogFormat::Text => fmt.with_filter(filter).boxed(),
+    };
+    let otel = traces.map(telemetry::layer);
+    tracing_subscriber::registry().with(fmt).with(otel).init();
+    if traces.is_some() {
+        telemetry::enable();
     }
 }
 
@@ -86,7 +100,15 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::from_arg_matches(&cmd.get_matches()).unwrap_or_else(|e| e.exit());
     match cli.command {
         Command::Serve(args) => {
-            init_logging(args.log_format);
+            let traces = match &args.otlp_endpoint {
+                Some(url) => Some(telemetry::otlp(
+                    url,
+                    args.trace_sample_ratio,
+                    &args.node_name(),
+                )?),
+                None => None,
+            };
+            init_logging(args.log_format, traces.as_ref());
             let table = serve::instruments(args.instruments.as_deref())?;
             // Settings that can refuse to start are checked before any adapter runs.
             serve::check_settings(&args)?;
@@ -97,7 +119,14 @@ fn main() -> anyhow::Result<()> {
                 .build()?;
             // Adapters block on runtimes of their own: build them before entering ours.
             let (backends, metrics, store) = backends::build(&args, &table)?;
-            rt.block_on(serve::run(*args, table, backends, metrics, store, auth))
+            let served = rt.block_on(serve::run(*args, table, backends, metrics, store, auth));
+            if let Some(p) = traces {
+                // Export what the batch processor still holds.
+                if let Err(e) = p.shutdown() {
+                    tracing::warn!(error = %e, "trace exporter shutdown");
+                }
+            }
+            served
         }
         Command::Admin(Admin::CreateTopics {
             kafka_brokers,
@@ -106,7 +135,7 @@ fn main() -> anyhow::Result<()> {
             replication_factor,
             min_insync_replicas,
         }) => {
-            init_logging(LogFormat::Text);
+            init_logging(LogFormat::Text, None);
             let created = oms_kafka::create_topics(
                 &kafka_brokers,
                 &kafka_topic_prefix,

@@ -185,10 +185,33 @@ pub fn authenticator(args: &ServeArgs) -> anyhow::Result<Arc<Authenticator>> {
 pub async fn run(
     args: ServeArgs,
     table: InstrumentTable,
+    backends: Backends,
+    metric_sources: Vec<MetricSource>,
+    order_store: Option<Arc<StorePool>>,
+    auth: Arc<Authenticator>,
+) -> anyhow::Result<()> {
+    let stop = shutdown_signal();
+    run_until(
+        args,
+        table,
+        backends,
+        metric_sources,
+        order_store,
+        auth,
+        stop,
+    )
+    .await
+}
+
+/// [`run`], shutting down when `stop` completes instead of on a signal (in-process tests).
+pub async fn run_until(
+    args: ServeArgs,
+    table: InstrumentTable,
     mut backends: Backends,
     metric_sources: Vec<MetricSource>,
     order_store: Option<Arc<StorePool>>,
     auth: Arc<Authenticator>,
+    stop: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let t0 = Instant::now();
     if args.auth == AuthMode::Off {
@@ -430,6 +453,7 @@ pub async fn run(
             test_stall: Duration::from_millis(args.test_stall_log_ms),
             answered_to: Some(answered_tx),
             doubts_to: cluster.is_some().then_some(doubts_tx),
+            record_traces: backends.record_traces.take(),
         },
     );
     let ring_size = args.ring_size.max(64).next_power_of_two();
@@ -544,7 +568,7 @@ pub async fn run(
     tracing::info!(%addr, log = ?args.log, ring = ring_size, startup_ms = t0.elapsed().as_millis() as u64, "listening");
     eprintln!("listening on http://{addr}");
 
-    shutdown_signal().await;
+    stop.await;
     let stop_started = Instant::now();
     tracing::info!(
         drain_ms = args.shutdown_drain_ms,

@@ -18,4 +18,5 @@ mod idempotency_restart;
 mod snapshots;
 mod sys;
 mod system_adapters;
+mod traces;
 mod ws;

@@ -24,7 +24,7 @@ use rdkafka::{Offset, TopicPartitionList};
 
 use crate::config::KafkaConfig;
 use crate::error::KafkaAdapterError;
-use crate::log::partition_count;
+use crate::log::{TRACEPARENT_HEADER, TRACEPARENT_LEN, partition_count};
 use crate::stats::{KafkaStats, StatsContext};
 
 /// Where an [`OrderConsumer`] starts.
@@ -44,6 +44,9 @@ pub struct OrderRecord {
     pub partition: u32,
     pub offset: u64,
     pub command: Command,
+    /// The record's `traceparent` header (the order's log-append span), when it has a
+    /// well-formed version-00 one: a processor on any node continues the order's trace.
+    pub traceparent: Option<[u8; TRACEPARENT_LEN]>,
 }
 
 /// Follows `{prefix}orders`; see the module documentation.
@@ -116,6 +119,12 @@ impl OrderConsumer {
                 .and_then(|h| h.value)
                 .map(|v| String::from_utf8_lossy(v).into_owned())
         });
+        let traceparent = m.headers().and_then(|h| {
+            h.iter()
+                .find(|h| h.key == TRACEPARENT_HEADER)
+                .and_then(|h| h.value)
+                .and_then(|v| <[u8; TRACEPARENT_LEN]>::try_from(v).ok())
+        });
         let command = codec::decode(m.payload().unwrap_or_default()).map_err(|source| {
             KafkaAdapterError::Codec {
                 topic: self.topic.clone(),
@@ -129,6 +138,7 @@ impl OrderConsumer {
                 partition: m.partition() as u32,
                 offset: m.offset() as u64,
                 command,
+                traceparent,
             },
             corr,
         )))

@@ -38,7 +38,7 @@ pub use config::{KafkaConfig, Topics};
 pub use consumer::{ConsumerStart, OrderConsumer, OrderRecord};
 pub use error::KafkaAdapterError;
 pub use json::{EventMessage, EventTopic, event_json, rfc3339};
-pub use log::{KafkaLog, SCHEMA_VERSION};
+pub use log::{KafkaLog, SCHEMA_VERSION, TRACEPARENT_HEADER, TRACEPARENT_LEN, Traceparents};
 pub use membership::{Announcement, Directory, GroupMember, Owner, OwnershipListener};
 pub use partition::{murmur2, partition_for};
 pub use publisher::{EventPublisher, PublisherCounters};

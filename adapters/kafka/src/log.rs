@@ -51,6 +51,17 @@ pub const SCHEMA_VERSION: &str = "1";
 pub const COMMAND_CONTENT_TYPE: &str = "application/x-oms-command";
 /// Key of a halt record (written to every partition).
 pub const HALT_KEY: &str = "$halt";
+/// The W3C Trace Context header on an `orders` record (the order's log-append span) and on
+/// an event record (the span that handed the event over), when traces are on.
+pub const TRACEPARENT_HEADER: &str = "traceparent";
+/// Length of a version-00 `traceparent` value.
+pub const TRACEPARENT_LEN: usize = 55;
+
+/// The `traceparent` of each command of the batch about to be appended, by index (shared
+/// with the caller, which fills it before `append`/`submit`; see
+/// [`KafkaLog::trace_headers`]). A side channel because the core's log port carries
+/// commands only, and the core knows nothing of tracing.
+pub type Traceparents = Arc<Mutex<Vec<Option<[u8; TRACEPARENT_LEN]>>>>;
 
 /// How long, after giving up on a batch, we wait for librdkafka to report the purged records
 /// (so that we can tell "not persisted" from "possibly persisted").
@@ -278,6 +289,8 @@ pub struct KafkaLog {
     /// Transactional mode: the producer must be replaced (and so the old epoch fenced)
     /// before the next batch.
     txn_poisoned: bool,
+    /// Traces on: the `traceparent` of each command of the next batch.
+    traces: Option<Traceparents>,
 }
 
 /// How long a transactional append may spend aborting after a failed commit.
@@ -353,7 +366,19 @@ impl KafkaLog {
             rebuilds: 0,
             txn_ready: false,
             txn_poisoned: false,
+            traces: None,
         })
+    }
+
+    /// Turns on the `traceparent` header: the caller writes the value for each command of a
+    /// batch (by index; `None` for an untraced one) into the returned vector before handing
+    /// the batch over, and the record of command `i` carries entry `i`. A batch with no
+    /// entries (e.g. voids) gets no header. Never called when traces are off, so the append
+    /// path then takes no lock for it.
+    pub fn trace_headers(&mut self) -> Traceparents {
+        self.traces
+            .get_or_insert_with(Traceparents::default)
+            .clone()
     }
 
     /// An idempotent producer that hit a fatal error (e.g. the broker lost its producer
@@ -401,6 +426,7 @@ impl KafkaLog {
     fn send_one(
         &mut self,
         cmd: &Command,
+        trace: Option<&[u8; TRACEPARENT_LEN]>,
         deadline: Instant,
         expected: &mut usize,
     ) -> Result<(), LogError> {
@@ -424,7 +450,7 @@ impl KafkaLog {
         };
         let copies = targets.unwrap_or(1);
         for part in 0..copies {
-            let mut headers = OwnedHeaders::new_with_capacity(3)
+            let mut headers = OwnedHeaders::new_with_capacity(4)
                 .insert(Header {
                     key: "schema-version",
                     value: Some(SCHEMA_VERSION),
@@ -437,6 +463,12 @@ impl KafkaLog {
                 headers = headers.insert(Header {
                     key: "correlation-id",
                     value: Some(c.as_str()),
+                });
+            }
+            if let Some(t) = trace {
+                headers = headers.insert(Header {
+                    key: TRACEPARENT_HEADER,
+                    value: Some(&t[..]),
                 });
             }
             let mut record = BaseRecord::with_opaque_to(&self.topic, self.generation as usize)
@@ -484,12 +516,19 @@ impl KafkaLog {
         });
         let mut expected = 0;
         let mut failure = None;
-        for cmd in batch {
-            if let Err(e) = self.send_one(cmd, deadline, &mut expected) {
+        let traces = self.traces.clone();
+        let traces = traces.as_ref().map(|t| t.lock());
+        for (i, cmd) in batch.iter().enumerate() {
+            let trace = traces
+                .as_ref()
+                .and_then(|t| t.get(i))
+                .and_then(Option::as_ref);
+            if let Err(e) = self.send_one(cmd, trace, deadline, &mut expected) {
                 failure = Some(e);
                 break;
             }
         }
+        drop(traces);
         if expected == 0
             && let Some(e) = failure
         {

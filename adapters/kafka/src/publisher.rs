@@ -28,7 +28,7 @@ use rdkafka::{ClientContext, Statistics};
 use crate::config::{KafkaConfig, Topics};
 use crate::error::KafkaAdapterError;
 use crate::json::{EventTopic, event_json};
-use crate::log::SCHEMA_VERSION;
+use crate::log::{SCHEMA_VERSION, TRACEPARENT_HEADER, TRACEPARENT_LEN};
 use crate::settled::SettledPrefix;
 use crate::stats::{KafkaStats, StatsContext};
 
@@ -101,9 +101,12 @@ impl ProducerContext for PublisherContext {
     }
 }
 
+/// An event and the `traceparent` its records carry (traces on, a traced order's events).
+type Queued = (Event, Option<[u8; TRACEPARENT_LEN]>);
+
 /// Publishes events to `executions`, `order-updates`, `prices` and `risk-events`.
 pub struct EventPublisher {
-    tx: Option<SyncSender<Event>>,
+    tx: Option<SyncSender<Queued>>,
     worker: Option<JoinHandle<()>>,
     counters: Arc<PublisherCounters>,
     stats: Arc<KafkaStats>,
@@ -152,10 +155,16 @@ impl EventPublisher {
     /// Enqueues copies of `events` without blocking; events beyond the queue's capacity are
     /// dropped and counted.
     pub fn publish(&self, events: &[Event]) {
+        self.publish_traced(events, None);
+    }
+
+    /// [`EventPublisher::publish`], with a `traceparent` header on every record of
+    /// `events` (the span of a traced order that produced them).
+    pub fn publish_traced(&self, events: &[Event], traceparent: Option<[u8; TRACEPARENT_LEN]>) {
         let Some(tx) = &self.tx else { return };
         let mut ok = 0;
         for (i, e) in events.iter().enumerate() {
-            match tx.try_send(e.clone()) {
+            match tx.try_send((e.clone(), traceparent)) {
                 Ok(()) => ok += 1,
                 Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
                     let dropped = (events.len() - i) as u64;
@@ -202,7 +211,7 @@ impl Drop for EventPublisher {
 
 fn run(
     producer: ThreadedProducer<PublisherContext>,
-    rx: Receiver<Event>,
+    rx: Receiver<Queued>,
     topics: Topics,
     table: Arc<InstrumentTable>,
     counters: Arc<PublisherCounters>,
@@ -229,7 +238,7 @@ fn run(
         let batch = first
             .into_iter()
             .chain(std::iter::from_fn(|| rx.try_recv().ok()).take(DRAIN_BATCH));
-        for event in batch {
+        for (event, traceparent) in batch {
             let this = seq;
             seq += 1;
             let Some(m) = event_json(&event, &table) else {
@@ -237,7 +246,7 @@ fn run(
                 counters.settled.mark(this);
                 continue;
             };
-            let mut headers = OwnedHeaders::new_with_capacity(3)
+            let mut headers = OwnedHeaders::new_with_capacity(4)
                 .insert(Header {
                     key: "schema-version",
                     value: Some(SCHEMA_VERSION),
@@ -246,6 +255,12 @@ fn run(
                     key: "content-type",
                     value: Some(EVENT_CONTENT_TYPE),
                 });
+            if let Some(t) = &traceparent {
+                headers = headers.insert(Header {
+                    key: TRACEPARENT_HEADER,
+                    value: Some(&t[..]),
+                });
+            }
             if let Some(c) = &m.correlation_id {
                 headers = headers.insert(Header {
                     key: "correlation-id",

@@ -157,6 +157,32 @@ fn consume_all(cfg: &KafkaConfig, topic: &str, n: usize) -> Vec<Got> {
 }
 
 #[test]
+fn a_traced_orders_events_carry_its_traceparent() {
+    let Some(b) = broker_or_skip() else { return };
+    let cfg = setup(&b, "events-traced", 2);
+    let publisher = EventPublisher::new(&cfg, Arc::new(InstrumentTable::demo())).unwrap();
+    let tp = *b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let evs = events();
+    publisher.publish_traced(&evs, Some(tp));
+    assert!(
+        publisher.wait_idle(Duration::from_secs(15)),
+        "events not acknowledged"
+    );
+    let t = cfg.topics();
+    let ex = consume_all(&cfg, &t.executions, 1);
+    assert_eq!(
+        ex[0].headers["traceparent"],
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    );
+    let ou = consume_all(&cfg, &t.order_updates, 2);
+    assert!(
+        ou.iter()
+            .all(|g| g.headers.get("traceparent").map(String::as_str)
+                == Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"))
+    );
+}
+
+#[test]
 fn events_land_on_their_topics_with_keys_json_and_headers() {
     let Some(b) = broker_or_skip() else { return };
     let cfg = setup(&b, "events", 2);
@@ -198,6 +224,10 @@ fn events_land_on_their_topics_with_keys_json_and_headers() {
     assert_eq!(j["timestamp"], "2026-03-01T12:34:56.789000Z");
     assert_eq!(ex[0].headers["schema-version"], "1");
     assert_eq!(ex[0].headers["content-type"], "application/json");
+    assert!(
+        !ex[0].headers.contains_key("traceparent"),
+        "untraced: no header"
+    );
 
     let mut ou = consume_all(&cfg, &t.order_updates, 2);
     ou.sort_by_key(|g| g.key.clone());

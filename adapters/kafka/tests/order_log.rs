@@ -230,3 +230,38 @@ fn transactional_appends_replay_exactly_and_in_order() {
     let (none, _) = replay_all(&mut log, &cp);
     assert!(none.is_empty());
 }
+
+#[test]
+fn traceparent_headers_ride_on_the_records_and_are_read_back() {
+    let Some(b) = broker_or_skip() else { return };
+    let cfg = setup(&b, "traceparent", 3);
+    let mut log = KafkaLog::new(&cfg, &InstrumentTable::demo()).unwrap();
+    let mut consumer =
+        OrderConsumer::new(&cfg, ConsumerStart::Checkpoint(Checkpoint::start())).unwrap();
+    let traces = log.trace_headers();
+    let batch = stream(1, 3);
+    let tp = |i: u8| -> [u8; oms_kafka::TRACEPARENT_LEN] {
+        let s = format!("00-4bf92f3577b34da6a3ce929d0e0e473{i}-00f067aa0ba902b{i}-01");
+        s.as_bytes().try_into().unwrap()
+    };
+    // The second command is untraced: its record has no header.
+    *traces.lock() = vec![Some(tp(1)), None, Some(tp(3))];
+    log.append(&batch).unwrap();
+    // A batch with no entries (voids, or traces cleared) carries no header at all.
+    traces.lock().clear();
+    let later = stream(100, 1);
+    log.append(&later).unwrap();
+
+    let mut got = HashMap::new();
+    let end = Instant::now() + Duration::from_secs(15);
+    while got.len() < 4 && Instant::now() < end {
+        if let Some(r) = consumer.poll(Duration::from_millis(100)).unwrap() {
+            got.insert(r.command.ts(), r.traceparent);
+        }
+    }
+    assert_eq!(got.len(), 4, "records read back: {got:?}");
+    assert_eq!(got[&batch[0].ts()], Some(tp(1)));
+    assert_eq!(got[&batch[1].ts()], None);
+    assert_eq!(got[&batch[2].ts()], Some(tp(3)));
+    assert_eq!(got[&later[0].ts()], None);
+}

@@ -394,6 +394,17 @@ pub struct ServeArgs {
     #[arg(long, env = "OMS_LOG_FORMAT", value_enum, default_value = "json")]
     pub log_format: LogFormat,
 
+    /// OpenTelemetry traces: the OTLP/HTTP collector to export to (e.g.
+    /// `http://127.0.0.1:4318`; `/v1/traces` is added when the URL has no path). Off when
+    /// unset: then nothing on the hot path records anything (docs/observability.md, "Traces").
+    #[arg(long, env = "OMS_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
+
+    /// Share of the traces that start at this node to sample, 0 to 1 (requests carrying a
+    /// `traceparent` follow their caller's decision).
+    #[arg(long, env = "OMS_TRACE_SAMPLE_RATIO", default_value_t = 1.0)]
+    pub trace_sample_ratio: f64,
+
     /// Node id: distinct per node and stable across its restarts (cluster mode: its name in
     /// the leader directory, e.g. the pod name `oms-2`). Default: the hostname.
     #[arg(long, env = "OMS_NODE_ID")]

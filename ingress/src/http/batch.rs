@@ -197,6 +197,7 @@ pub async fn place(app: &Arc<App>, req: Req, ctx: &Ctx, account: AccountId) -> O
         app.pipeline
             .submit_batch(
                 ctx.started,
+                ctx.trace,
                 |j, d| {
                     let (_, raw, key, fingerprint) = q[j];
                     d.work = Work::Place {
@@ -316,6 +317,7 @@ pub async fn cancel(app: &Arc<App>, req: Req, ctx: &Ctx, account: AccountId) -> 
         app.pipeline
             .submit_batch(
                 ctx.started,
+                ctx.trace,
                 |j, d| {
                     d.work = Work::Cancel(q[j].1);
                     d.account = account;

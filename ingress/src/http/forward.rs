@@ -197,6 +197,12 @@ async fn forward(app: &App, ctx: &Ctx, req: Req, base: &str) -> Result<Resp, Api
     if let Ok(v) = HeaderValue::from_str(&fw.cluster.node) {
         h.insert(FORWARDED_BY, v);
     }
+    // Traced: the leader's root span becomes a child of this node's.
+    if let Some(t) = ctx.trace
+        && let Ok(v) = HeaderValue::from_bytes(&t.to_text())
+    {
+        h.insert(crate::telemetry::TRACEPARENT, v);
+    }
     let answer = tokio::time::timeout(fw.timeout, fw.client.request(out))
         .await
         .map_err(|_| leader_unreachable(base, "timed out"))?

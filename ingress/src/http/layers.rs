@@ -38,6 +38,7 @@ use super::router::{Access, RouteInfo};
 use super::{App, assets, market, ops, orders, venue};
 use crate::auth::Principal;
 use crate::metrics::Route;
+use crate::telemetry::{self, TraceParent};
 
 pub type Req = Request<Body>;
 pub type Resp = Response<Full<Bytes>>;
@@ -49,6 +50,8 @@ pub struct Ctx {
     pub correlation_id: Arc<str>,
     pub started: Instant,
     pub route: RouteInfo,
+    /// Traces on: the context of the request's root span (`oms.request`).
+    pub trace: Option<TraceParent>,
 }
 
 /// The stable code of an error answer, for the metrics.
@@ -160,14 +163,33 @@ where
         };
         match routed {
             Ok(route) => {
+                // Traces on: the request's root span, continuing the caller's trace if it sent
+                // a `traceparent`; it ends when the answer is ready. Not for the probes and
+                // the scrape, which would be most traces and say nothing.
+                let probe = matches!(
+                    route.route,
+                    Route::Health | Route::Ready | Route::Metrics | Route::OpenApi
+                );
+                let span = (telemetry::enabled() && !probe).then(|| {
+                    telemetry::request_span(
+                        method.as_str(),
+                        uri.path(),
+                        &correlation_id,
+                        req.headers()
+                            .get(telemetry::TRACEPARENT)
+                            .map(HeaderValue::as_bytes),
+                    )
+                });
                 req.extensions_mut().insert(Ctx {
                     correlation_id: Arc::clone(&correlation_id),
                     started,
                     route,
+                    trace: span.as_ref().and_then(TraceParent::of),
                 });
                 let fut = self.inner.call(req);
                 Box::pin(async move {
                     let r = fut.await?;
+                    drop(span);
                     let done = Done {
                         route: route.route,
                         correlation_id: &correlation_id,

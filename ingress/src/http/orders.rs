@@ -147,7 +147,7 @@ pub(super) async fn submit_command(
 ) -> Outcome {
     let reply = app
         .pipeline
-        .submit(ctx.started, move |d| {
+        .submit_traced(ctx.started, ctx.trace, move |d| {
             d.work = work;
             d.account = account;
             d.correlation_id = corr;
@@ -212,7 +212,7 @@ pub async fn place(app: &Arc<App>, req: Req, ctx: &Ctx, account: AccountId) -> O
     let corr = correlation(ctx);
     let reply = app
         .pipeline
-        .submit(ctx.started, move |d| {
+        .submit_traced(ctx.started, ctx.trace, move |d| {
             d.work = Work::Place {
                 raw,
                 key,
@@ -508,7 +508,7 @@ pub async fn amend(app: &Arc<App>, req: Req, ctx: &Ctx, account: AccountId) -> O
     };
     let reply = app
         .pipeline
-        .submit(ctx.started, move |d| {
+        .submit_traced(ctx.started, ctx.trace, move |d| {
             d.work = Work::Amend { cmd, leaves };
             d.account = account;
             d.correlation_id = corr;
@@ -548,7 +548,7 @@ pub async fn halt(app: &Arc<App>, req: Req, ctx: &Ctx, caller: AccountId) -> Out
     };
     let reply = app
         .pipeline
-        .submit(ctx.started, move |d| {
+        .submit_traced(ctx.started, ctx.trace, move |d| {
             d.work = Work::Halt(cmd);
             d.account = caller;
             d.correlation_id = corr;

@@ -10,11 +10,14 @@ use oms_core::risk::{RiskEngine, RiskImage};
 use oms_core::{AccountId, Event, OrderId, OrderStatus, Price, Qty, Side, SymbolId};
 
 use super::slot::Ticket;
+use crate::telemetry::TraceParent;
 
 /// A command that is durable in the log, with the ticket of a request still waiting for it.
 pub struct Durable {
     pub cmd: Command,
     pub ticket: Option<Ticket>,
+    /// Traced: the context of the command's log-append span (the parent of its apply span).
+    pub trace: Option<TraceParent>,
 }
 
 /// Settlement news for the risk stage's R1 book.

@@ -35,6 +35,7 @@ use tokio::sync::oneshot;
 use self::slot::{ABANDONED, QUEUED, Reply, Slot, SlotData, Ticket};
 use crate::config::{StageLayout, WaitKind};
 use crate::metrics::Metrics;
+use crate::telemetry::{self, Step, TraceParent};
 
 type RingProducer = MultiProducer<Slot, SingleConsumerBarrier>;
 
@@ -167,8 +168,14 @@ where
     R: FnMut(&Slot, i64, bool),
 {
     fn handle(&mut self, slot: &Slot, seq: i64, eob: bool) {
-        (self.validate)(slot, seq, eob);
-        self.idem.handle(slot, seq, eob);
+        {
+            let _span = stage_span(Step::Validate, slot);
+            (self.validate)(slot, seq, eob);
+        }
+        {
+            let _span = stage_span(Step::Idempotency, slot);
+            self.idem.handle(slot, seq, eob);
+        }
         self.held.push(slot as *const Slot);
         if eob {
             let n = self.held.len();
@@ -176,6 +183,7 @@ where
                 // SAFETY: see the `Send` impl: `p` is a slot of the current batch, still owned
                 // by this consumer; the idempotency stage has flushed (end of batch).
                 let s = unsafe { &*p };
+                let _span = stage_span(Step::Risk, s);
                 (self.risk)(s, seq, i + 1 == n);
             }
         }
@@ -208,6 +216,27 @@ pub struct Pipeline {
 thread_local! {
     /// One producer handle per runtime thread (cloned once), so publishing takes no lock.
     static PRODUCER: RefCell<Option<(usize, RingProducer)>> = const { RefCell::new(None) };
+}
+
+/// The entered span of ring stage `step` for the request in `slot`, if it is traced and not
+/// answered yet. Untraced (always, when traces are off): one read of the slot, nothing else.
+fn stage_span(step: Step, slot: &Slot) -> Option<tracing::span::EnteredSpan> {
+    // SAFETY: called only by the stage that owns the slot, right before (and not during) its
+    // handler's own access (see slot.rs); the reference does not outlive this line.
+    let d = unsafe { slot.data() };
+    let trace = d.trace.filter(|_| d.ticket.is_some())?;
+    Some(telemetry::child(step, trace).entered())
+}
+
+/// Wraps a stage's handler with its span (see [`stage_span`]).
+fn traced<H>(step: Step, mut h: H) -> impl FnMut(&Slot, i64, bool) + Send + 'static
+where
+    H: FnMut(&Slot, i64, bool) + Send + 'static,
+{
+    move |slot, seq, eob| {
+        let _span = stage_span(step, slot);
+        h(slot, seq, eob);
+    }
 }
 
 /// Wraps a handler so that the end of each batch wakes the next stage.
@@ -251,7 +280,7 @@ where
     };
     let b = b
         .thread_name("oms-validate")
-        .handle_events_with(waking(s.validate, wakers, 1))
+        .handle_events_with(waking(traced(Step::Validate, s.validate), wakers, 1))
         .and_then();
     let b = match cfg.pin.get(1).copied().flatten() {
         Some(c) => b.pin_at_core(c),
@@ -260,7 +289,10 @@ where
     let b = b
         .thread_name("oms-idempotency")
         .handle_events_with(waking(
-            move |slot: &Slot, seq: i64, eob: bool| idem.handle(slot, seq, eob),
+            traced(
+                Step::Idempotency,
+                move |slot: &Slot, seq: i64, eob: bool| idem.handle(slot, seq, eob),
+            ),
             wakers,
             2,
         ))
@@ -271,7 +303,7 @@ where
     };
     let b = b
         .thread_name("oms-risk")
-        .handle_events_with(waking(s.risk, wakers, 3))
+        .handle_events_with(waking(traced(Step::Risk, s.risk), wakers, 3))
         .and_then();
     let b = match cfg.pin.get(3).copied().flatten() {
         Some(c) => b.pin_at_core(c),
@@ -396,6 +428,17 @@ impl Pipeline {
 
     /// Puts a command on the ring and waits (bounded) for its answer.
     pub async fn submit(&self, started: Instant, fill: impl FnOnce(&mut SlotData)) -> Reply {
+        self.submit_traced(started, None, fill).await
+    }
+
+    /// [`Pipeline::submit`] of a request that is part of a trace (`trace`: its root span's
+    /// context; the stages' spans are its children).
+    pub async fn submit_traced(
+        &self,
+        started: Instant,
+        trace: Option<TraceParent>,
+        fill: impl FnOnce(&mut SlotData),
+    ) -> Reply {
         if let Some(refused) = self.refuse_if_closed() {
             return refused;
         }
@@ -408,6 +451,7 @@ impl Pipeline {
         };
         let mut fill = Some(move |d: &mut SlotData| {
             fill(d);
+            d.trace = trace;
             d.ticket = Some(ticket);
         });
         let full_deadline = Instant::now() + self.ring_full_wait;
@@ -457,6 +501,7 @@ impl Pipeline {
     pub async fn submit_batch(
         &self,
         started: Instant,
+        trace: Option<TraceParent>,
         mut fill: impl FnMut(usize, &mut SlotData),
         n: usize,
     ) -> Vec<Reply> {
@@ -480,6 +525,7 @@ impl Pipeline {
             let published = {
                 let mut put = |i: usize, d: &mut SlotData| {
                     fill(i, d);
+                    d.trace = trace;
                     d.ticket = tickets[i].take();
                 };
                 self.try_publish_many(n, &mut put)

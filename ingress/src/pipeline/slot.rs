@@ -16,6 +16,8 @@ use oms_core::{AccountId, IdempotencyKey};
 use oms_wire::ApiError;
 use tokio::sync::oneshot;
 
+use crate::telemetry::TraceParent;
+
 /// What the HTTP task receives back.
 #[derive(Debug)]
 pub enum Reply {
@@ -136,6 +138,8 @@ pub struct SlotData {
     pub work: Work,
     pub account: AccountId,
     pub correlation_id: Option<CorrelationId>,
+    /// The request's trace (traces on and a traced request): the parent of the stages' spans.
+    pub trace: Option<TraceParent>,
     /// Present until a stage answers; a slot without a ticket is finished and skipped.
     pub ticket: Option<Ticket>,
 }
@@ -161,6 +165,7 @@ impl Slot {
                 }),
                 account: AccountId::new("none").expect("valid literal"),
                 correlation_id: None,
+                trace: None,
                 ticket: None,
             }),
         }

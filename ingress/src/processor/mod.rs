@@ -30,6 +30,7 @@ use crate::metrics::{Metrics, Stage};
 use crate::pipeline::handoff::{Durable, Feedback};
 use crate::pipeline::slot::Reply;
 use crate::snapshots::SnapMsg;
+use crate::telemetry::{self, Step, TraceParent};
 
 /// A read query run on the processor thread.
 pub type Query = Box<dyn FnOnce(&Engine) + Send>;
@@ -175,6 +176,9 @@ struct Ctx {
 fn apply_batch(engine: &mut Engine, batch: Vec<Durable>, ctx: &mut Ctx) {
     let started = Instant::now();
     for d in batch {
+        // Traced: the apply span, child of the command's log-append span.
+        let span = d.trace.map(|t| telemetry::child(Step::Apply, t));
+        let _entered = span.as_ref().map(tracing::Span::enter);
         ctx.events.clear();
         engine.apply(&d.cmd, &mut ctx.events);
         ctx.metrics.processed_commands.inc();
@@ -196,7 +200,22 @@ fn apply_batch(engine: &mut Engine, batch: Vec<Durable>, ctx: &mut Ctx) {
             t.reply(answer(engine, &d.cmd, &ctx.events));
         }
         if !ctx.sinks.is_empty() {
-            ctx.all_events.append(&mut ctx.events);
+            match span.as_ref().and_then(TraceParent::of) {
+                // A traced command's events go to the projectors on their own, inside its
+                // `oms.project` span (after the batch's earlier events, keeping their order).
+                Some(apply) => {
+                    for s in ctx.sinks.iter_mut() {
+                        s.publish(&ctx.all_events);
+                    }
+                    ctx.all_events.clear();
+                    telemetry::project(apply, || {
+                        for s in ctx.sinks.iter_mut() {
+                            s.publish(&ctx.events);
+                        }
+                    });
+                }
+                None => ctx.all_events.append(&mut ctx.events),
+            }
         }
         if let Some(sn) = ctx.snaps.as_mut() {
             sn.applied += 1;

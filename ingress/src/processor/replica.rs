@@ -45,6 +45,7 @@ use crate::pipeline::slot::{Reply, Ticket};
 use crate::pipeline::stages::IdemMsg;
 use crate::pipeline::stages::publish::undo;
 use crate::snapshots::SnapMsg;
+use crate::telemetry::{self, Step, TraceParent};
 
 /// How long an applied command of a led account waits for its registration, and a
 /// registration for its record, before it is dropped (at least; see [`ReplicaPlan::keep`]).
@@ -356,6 +357,19 @@ impl Replica {
                 self.metrics.cluster_rereads.inc();
                 continue;
             }
+            // Traced (the record's `traceparent` header, whichever node wrote it): the apply
+            // span continues the order's trace; its events go out on their own, inside its
+            // `oms.project` span, after those of the records before it.
+            let span = rec
+                .traceparent
+                .filter(|_| telemetry::enabled())
+                .and_then(|t| TraceParent::parse(&t))
+                .map(|t| telemetry::child(Step::Apply, t));
+            let _entered = span.as_ref().map(tracing::Span::enter);
+            let apply = span.as_ref().and_then(TraceParent::of);
+            if apply.is_some() {
+                self.hand_over_events();
+            }
             let cmd = rec.command;
             self.events.clear();
             let parts = &self.part_of_symbol;
@@ -418,6 +432,9 @@ impl Replica {
                 }
             }
             self.all_events.append(&mut self.events);
+            if let Some(apply) = apply {
+                telemetry::project(apply, || self.hand_over_events());
+            }
         }
         for (p, next) in batch.positions {
             if next > self.applied.next_offset(p) {
@@ -501,6 +518,23 @@ impl Replica {
             let _ = rx.recv_timeout(Duration::from_secs(30));
         } else if let Some(rx) = self.snapshot_in_flight.take() {
             let _ = rx.recv_timeout(Duration::from_secs(30));
+        }
+    }
+
+    /// Hands the events gathered so far to the sinks, and the led partitions' to the leader
+    /// sinks (a traced record's events go out on their own: see `apply`).
+    fn hand_over_events(&mut self) {
+        if !self.all_events.is_empty() {
+            for s in self.sinks.iter_mut() {
+                s.publish(&self.all_events);
+            }
+            self.all_events.clear();
+        }
+        if !self.leader_events.is_empty() {
+            for s in self.plan.leader_sinks.iter_mut() {
+                s.publish(&self.leader_events);
+            }
+            self.leader_events.clear();
         }
     }
 

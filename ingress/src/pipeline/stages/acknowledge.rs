@@ -28,12 +28,18 @@ use super::publish::undo;
 use crate::metrics::Metrics;
 use crate::pipeline::handoff::{Durable, Feedback};
 use crate::pipeline::slot::{Reply, Ticket};
+use crate::telemetry::TraceParent;
 use oms_wire::ApiError;
 
 /// A command taken out of its slot, with the ticket of the request waiting for it.
 pub struct Entry {
     pub cmd: Command,
     pub ticket: Option<Ticket>,
+    /// Traced: the context of `span`, carried to the log record and the processor.
+    pub trace: Option<TraceParent>,
+    /// Traced: the log-append span (`oms.publish`), ended when the entry is dropped after
+    /// its outcome is known.
+    pub span: Option<tracing::Span>,
 }
 
 /// One batch handed to the log.
@@ -211,9 +217,14 @@ impl Acknowledger {
                     durable.push(Durable {
                         cmd: x.cmd,
                         ticket: None,
+                        trace: x.trace,
                     });
                 }
-                _ => durable.push(Durable { cmd: x.cmd, ticket }),
+                _ => durable.push(Durable {
+                    cmd: x.cmd,
+                    ticket,
+                    trace: x.trace,
+                }),
             }
         }
         // The processor gets the batch before any client hears back, and it applies queued

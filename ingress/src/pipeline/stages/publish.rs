@@ -26,6 +26,7 @@ use super::acknowledge::{Acknowledger, Entry, InFlight};
 use crate::metrics::{Metrics, Stage};
 use crate::pipeline::handoff::{Durable, Feedback};
 use crate::pipeline::slot::{Slot, SlotData, Work};
+use crate::telemetry::{self, RecordTraces, Step, TraceParent};
 
 /// Stage 4 settings.
 pub struct PublishConfig {
@@ -40,6 +41,9 @@ pub struct PublishConfig {
     /// Cluster mode: places of a batch whose append outcome is unknown go here (the replica
     /// decides from the log) instead of being undone (see `processor::doubt`).
     pub doubts_to: Option<Sender<Vec<Command>>>,
+    /// Traces on with a log that carries them (Kafka): the `traceparent` of each command of
+    /// the batch being handed over, by index (`KafkaLog::trace_headers`).
+    pub record_traces: Option<RecordTraces>,
 }
 
 /// Stage 4: group commit to the order log; answers come from the acknowledger thread.
@@ -148,9 +152,15 @@ impl PublishStage {
             d.ticket = None;
             return;
         }
+        // Traced: the log-append span runs from here to the log's outcome (the acknowledger
+        // drops it), and its context is what the log record and the processor carry on.
+        let span = d.trace.map(|t| telemetry::child(Step::Publish, t));
+        let trace = span.as_ref().and_then(TraceParent::of);
         self.entries.push(Entry {
             cmd,
             ticket: d.ticket.take(),
+            trace,
+            span,
         });
     }
 
@@ -169,6 +179,15 @@ impl PublishStage {
         }
         self.cmds.clear();
         self.cmds.extend(self.entries.iter().map(|e| e.cmd));
+        if let Some(t) = &self.cfg.record_traces {
+            let mut t = t.lock();
+            t.clear();
+            t.extend(
+                self.entries
+                    .iter()
+                    .map(|e| e.trace.map(TraceParent::to_text)),
+            );
+        }
         let submitted = Instant::now();
         let (id, outcome) = self.submit();
         let spare = self
@@ -208,6 +227,9 @@ impl PublishStage {
                 .iter()
                 .filter_map(|c| oms_core::VoidOrder::of(c).map(Command::Void)),
         );
+        if let Some(t) = &self.cfg.record_traces {
+            t.lock().clear();
+        }
         let submitted = Instant::now();
         let (id, outcome) = self.submit();
         let _ = self.to_ack.send(InFlight {
@@ -413,6 +435,7 @@ mod tests {
             fb_tx,
             proc_tx,
             PublishConfig {
+                record_traces: None,
                 max_batch: 16,
                 max_in_flight,
                 test_stall: Duration::ZERO,
