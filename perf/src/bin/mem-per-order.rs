@@ -108,10 +108,11 @@ fn main() {
     let table = InstrumentTable::demo();
     let mut ev = Vec::new();
 
-    // Open orders: buys resting on 1 000 price levels, 1 000 accounts.
+    // Open orders: buys resting on 1 000 price levels inside the band (43 001–44 000 under a
+    // 45 000 reference, ±5 %), 1 000 accounts. Checked below: they rest on the book.
     let mut e = engine(&table);
     let cmds: Vec<Command> = (0..n)
-        .map(|i| place(&table, i, "BUY", 40_000 - i % 1_000, 1_000))
+        .map(|i| place(&table, i, "BUY", 44_000 - i % 1_000, 1_000))
         .collect();
     let before = live();
     for c in &cmds {
@@ -120,6 +121,8 @@ fn main() {
     }
     let open = (live() - before) as f64 / n as f64;
     assert_eq!(e.order_count() as u64, n);
+    let btc = table.lookup("BTC/USD").expect("BTC/USD").id;
+    assert_eq!(e.book(btc).len() as u64, n, "the open orders must rest on the book");
     drop(e);
 
     // Finished orders: crossing pairs that fill at once (FILLED, held as terminal).
