@@ -10,7 +10,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use oms_archive::OrderArchive;
 use oms_core::idempotency::AnswerIndex;
 use oms_core::ids::Clock as _;
 use oms_core::ports::{Checkpoint, OrderLog};
@@ -86,7 +85,9 @@ pub fn recover(
     Ok((r.engine, r.idem, r.answers, r.checkpoint))
 }
 
-/// Opens the archive of finished orders and starts its thread.
+/// Starts the archive thread of finished orders; it opens the file while the caller
+/// recovers (see [`Archiver::open_in_background`]). A directory that cannot be created is
+/// an error here; a file that cannot be opened is retried by the thread.
 pub fn open_archive(
     args: &ServeArgs,
     table: &Arc<InstrumentTable>,
@@ -98,10 +99,8 @@ pub fn open_archive(
         .unwrap_or_else(|| args.data_dir.join("archive"));
     std::fs::create_dir_all(&dir)
         .with_context(|| format!("cannot create the archive directory {}", dir.display()))?;
-    let archive = OrderArchive::open(&dir.join("orders.redb"))
-        .with_context(|| format!("cannot open the order archive in {}", dir.display()))?;
-    Ok(Archiver::spawn(
-        archive,
+    Ok(Archiver::open_in_background(
+        dir.join("orders.redb"),
         Arc::clone(table),
         Arc::clone(metrics),
     )?)
@@ -605,6 +604,7 @@ pub async fn run_until(
     // No claim of this node stays `pending` in the shared store after it stops, and every
     // answer is on disk.
     let _ = tokio::task::spawn_blocking(move || completer.sync(Duration::from_secs(2))).await;
+    let _ = tokio::task::spawn_blocking(move || archiver.close(Duration::from_secs(2))).await;
     tracing::info!(
         stop_ms = stop_started.elapsed().as_millis() as u64,
         "stopped"

@@ -122,7 +122,11 @@ fn main() {
     let open = (live() - before) as f64 / n as f64;
     assert_eq!(e.order_count() as u64, n);
     let btc = table.lookup("BTC/USD").expect("BTC/USD").id;
-    assert_eq!(e.book(btc).len() as u64, n, "the open orders must rest on the book");
+    assert_eq!(
+        e.book(btc).len() as u64,
+        n,
+        "the open orders must rest on the book"
+    );
     drop(e);
 
     // Finished orders: crossing pairs that fill at once (FILLED, held as terminal).
