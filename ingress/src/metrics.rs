@@ -490,6 +490,8 @@ pub struct Metrics {
     /// Size of the last snapshot, and the time the snapshot thread took for it.
     pub snapshot_bytes: Gauge,
     pub snapshot_write_seconds: Gauge<f64, AtomicU64>,
+    /// Time the processor spent encoding the last snapshot image: commands wait meanwhile.
+    pub snapshot_encode_seconds: Gauge<f64, AtomicU64>,
     /// Adapter metrics (Kafka, Redis, Mongo), read on scrape.
     pub extra: ExtraSources,
     /// Families rendered as text by their owner (the WebSocket fan-out's metrics), appended
@@ -696,6 +698,12 @@ impl Default for Metrics {
             "Time the snapshot thread took for the last snapshot",
             snapshot_write_seconds.clone(),
         );
+        let snapshot_encode_seconds = Gauge::<f64, AtomicU64>::default();
+        r.register(
+            "oms_snapshot_encode_seconds",
+            "Time the processor spent encoding the last snapshot image (commands wait meanwhile)",
+            snapshot_encode_seconds.clone(),
+        );
         r.register_collector(Box::new(sources.clone()));
         Metrics {
             registry: r,
@@ -740,6 +748,7 @@ impl Default for Metrics {
             snapshot_errors,
             snapshot_bytes,
             snapshot_write_seconds,
+            snapshot_encode_seconds,
             extra: ExtraSources(sources),
             text_sources: parking_lot::Mutex::new(Vec::new()),
         }

@@ -108,7 +108,7 @@ impl Snaps {
     }
 
     /// Encodes the engine and hands it to the snapshot thread.
-    fn take(&mut self, engine: &Engine, done: Option<Sender<()>>) {
+    fn take(&mut self, engine: &Engine, done: Option<Sender<()>>, metrics: &Metrics) {
         let done = done.or_else(|| {
             let (tx, rx) = crossbeam_channel::bounded(1);
             self.in_flight = Some(rx);
@@ -128,8 +128,13 @@ impl Snaps {
             a.send(ArchiveMsg::Flush(tx));
             rx
         });
+        let encoding = Instant::now();
+        let image = engine.snapshot();
+        metrics
+            .snapshot_encode_seconds
+            .set(encoding.elapsed().as_secs_f64());
         let _ = self.plan.tx.send(SnapMsg::Take {
-            engine: engine.snapshot(),
+            engine: image,
             checkpoint: self.position.clone(),
             applied: self.plan.applied_before + self.applied,
             done,
@@ -303,7 +308,7 @@ pub fn run(
                 if let Some(sn) = ctx.snaps.as_mut() {
                     if sn.fresh() > 0 {
                         let (tx, rx) = crossbeam_channel::bounded(1);
-                        sn.take(&engine, Some(tx));
+                        sn.take(&engine, Some(tx), &ctx.metrics);
                         let _ = rx.recv_timeout(Duration::from_secs(30));
                     } else if let Some(rx) = sn.in_flight.take() {
                         // Nothing new since the last snapshot: let its write finish.
@@ -320,7 +325,7 @@ pub fn run(
         if let Some(sn) = ctx.snaps.as_mut()
             && sn.due()
         {
-            sn.take(&engine, None);
+            sn.take(&engine, None, &ctx.metrics);
         }
     }
 }

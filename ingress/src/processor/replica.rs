@@ -495,8 +495,13 @@ impl Replica {
             a.send(ArchiveMsg::Flush(tx));
             rx
         });
+        let encoding = Instant::now();
+        let image = engine.snapshot();
+        self.metrics
+            .snapshot_encode_seconds
+            .set(encoding.elapsed().as_secs_f64());
         let _ = plan.tx.send(SnapMsg::Take {
-            engine: engine.snapshot(),
+            engine: image,
             checkpoint: self.applied.clone(),
             applied: plan.applied_before + self.applied_count,
             done,
