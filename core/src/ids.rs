@@ -183,9 +183,14 @@ impl OrderKey {
 
 impl From<&IdempotencyKey> for OrderKey {
     fn from(k: &IdempotencyKey) -> Self {
-        match ShortStr::new(k.as_str()) {
-            Ok(s) => OrderKey(KeyRepr::Inline(s)),
-            Err(_) => OrderKey(KeyRepr::Heap(k.as_str().into())),
+        let b = k.as_bytes();
+        if b.len() <= ORDER_KEY_INLINE {
+            // Already checked when `k` was made: copied, not validated again.
+            let mut bytes = [0u8; ORDER_KEY_INLINE];
+            bytes[..b.len()].copy_from_slice(b);
+            OrderKey(KeyRepr::Inline(ShortStr { len: k.len, bytes }))
+        } else {
+            OrderKey(KeyRepr::Heap(k.as_str().into()))
         }
     }
 }
@@ -282,6 +287,28 @@ impl IdGen for Uuid7Gen {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn order_keys_hold_the_key_exactly_inline_or_on_the_heap() {
+        for len in [
+            1,
+            ORDER_KEY_INLINE,
+            ORDER_KEY_INLINE + 1,
+            IDEMPOTENCY_KEY_MAX,
+        ] {
+            let text = "k".repeat(len);
+            let key = IdempotencyKey::new(&text).unwrap();
+            let held = OrderKey::from(&key);
+            assert_eq!(held.as_str(), text);
+            assert_eq!(held.as_bytes(), key.as_bytes());
+            assert_eq!(held, OrderKey::from(key));
+            assert_eq!(
+                matches!(held.0, KeyRepr::Inline(_)),
+                len <= ORDER_KEY_INLINE
+            );
+        }
+        assert_eq!(std::mem::size_of::<Option<OrderKey>>(), 48);
+    }
+
     use super::*;
 
     #[test]

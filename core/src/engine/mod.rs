@@ -305,11 +305,10 @@ impl Engine {
 
     /// A versioned, checksummed binary image of the whole state.
     pub fn snapshot(&self) -> Vec<u8> {
-        // Sized once for the whole image (an order encodes to ~220 bytes with its book entry
-        // and reservation; 384 leaves room), so encoding never copies a growing buffer. The
-        // part of the estimate left unwritten is never touched, so it costs no memory.
-        let resting: usize = self.books.iter().map(OrderBook::len).sum();
-        let mut out = Vec::with_capacity((1 << 16) + (self.orders.len() + resting) * 384);
+        // Sized once for the whole image (a held order encodes to ~220 bytes with its book
+        // entry and reservation; 384 leaves room), so encoding never copies a growing buffer.
+        // The part of the estimate left unwritten is never touched, so it costs no memory.
+        let mut out = Vec::with_capacity((1 << 16) + self.orders.len() * 384);
         snapshot::write_header(&mut out);
         self.encode_state(&mut out);
         snapshot::seal(&mut out);
