@@ -31,7 +31,7 @@ pub use command::{
     AmendOrder, CancelOrder, Command, CorrelationId, HaltScope, PlaceOrder, RiskDecision, SetHalt,
     VoidOrder,
 };
-pub use engine::{Engine, EngineConfig, SnapshotError};
+pub use engine::{Capture, Engine, EngineConfig, SnapshotError};
 pub use event::{Candle, CandleInterval, Event, ExecutionReport, Liquidity, RiskEvent, Trade};
 pub use ids::{AccountId, ClientOrderId, IdempotencyKey, OrderId, OrderKey, ShortStr, SymbolId};
 pub use instrument::{Instrument, InstrumentTable};

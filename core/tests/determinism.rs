@@ -416,6 +416,44 @@ fn same_log_same_events_same_state_and_snapshots_are_transparent() {
     }
 }
 
+/// A snapshot is captured on the processor thread and encoded later elsewhere, while the
+/// processor goes on writing the orders the capture shares: every capture, encoded only after
+/// the whole log has been applied, is byte for byte the snapshot of the moment it was taken.
+#[test]
+fn a_capture_encodes_the_state_it_was_taken_in_whatever_is_applied_after() {
+    let table = InstrumentTable::demo();
+    let cmds = generate(&table, 0xc0_ffee, COMMANDS);
+    let mut e = Engine::new(table.clone(), config());
+    let mut taken = Vec::new();
+    let mut out = Vec::with_capacity(64);
+    for (i, c) in cmds.iter().enumerate() {
+        if i % 10_000 == 5_000 {
+            taken.push((e.capture(), e.snapshot(), e.state_hash()));
+        }
+        out.clear();
+        e.apply(c, &mut out);
+    }
+    assert!(
+        taken.iter().any(|(c, _, _)| c.orders() > 5_000),
+        "the captures must span more than one chunk of orders"
+    );
+    for (capture, image, hash) in &taken {
+        assert_eq!(
+            &capture.encode(),
+            image,
+            "a capture changed after it was taken"
+        );
+        assert_eq!(capture.state_hash(), *hash);
+    }
+    // The engine itself is unaffected by the captures it handed out.
+    let mut fresh = Engine::new(table.clone(), config());
+    for c in &cmds {
+        out.clear();
+        fresh.apply(c, &mut out);
+    }
+    assert_eq!(fresh.snapshot(), e.snapshot());
+}
+
 #[test]
 fn recorded_risk_decisions_replay_to_the_same_state() {
     let table = InstrumentTable::demo();

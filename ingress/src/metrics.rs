@@ -490,7 +490,10 @@ pub struct Metrics {
     /// Size of the last snapshot, and the time the snapshot thread took for it.
     pub snapshot_bytes: Gauge,
     pub snapshot_write_seconds: Gauge<f64, AtomicU64>,
-    /// Time the processor spent encoding the last snapshot image: commands wait meanwhile.
+    /// Time the processor spent capturing the last snapshot's state: commands wait
+    /// meanwhile. The encode itself runs on the snapshot thread (`snapshot_encode_seconds`).
+    pub snapshot_capture_seconds: Gauge<f64, AtomicU64>,
+    /// Time the snapshot thread spent encoding the last image (nothing waits for it).
     pub snapshot_encode_seconds: Gauge<f64, AtomicU64>,
     /// Adapter metrics (Kafka, Redis, Mongo), read on scrape.
     pub extra: ExtraSources,
@@ -698,10 +701,16 @@ impl Default for Metrics {
             "Time the snapshot thread took for the last snapshot",
             snapshot_write_seconds.clone(),
         );
+        let snapshot_capture_seconds = Gauge::<f64, AtomicU64>::default();
+        r.register(
+            "oms_snapshot_capture_seconds",
+            "Time the processor spent capturing the state of the last snapshot (commands wait meanwhile)",
+            snapshot_capture_seconds.clone(),
+        );
         let snapshot_encode_seconds = Gauge::<f64, AtomicU64>::default();
         r.register(
             "oms_snapshot_encode_seconds",
-            "Time the processor spent encoding the last snapshot image (commands wait meanwhile)",
+            "Time the snapshot thread spent encoding the last snapshot image",
             snapshot_encode_seconds.clone(),
         );
         r.register_collector(Box::new(sources.clone()));
@@ -748,6 +757,7 @@ impl Default for Metrics {
             snapshot_errors,
             snapshot_bytes,
             snapshot_write_seconds,
+            snapshot_capture_seconds,
             snapshot_encode_seconds,
             extra: ExtraSources(sources),
             text_sources: parking_lot::Mutex::new(Vec::new()),

@@ -35,7 +35,7 @@ use oms_core::ports::{
     AppendOutcomes, BatchId, Checkpoint, IDEMPOTENCY_TTL, IdemKey, LogError, OrderLog,
     StoredResponse,
 };
-use oms_core::{Engine, EngineConfig, InstrumentTable, Order};
+use oms_core::{Capture, Engine, EngineConfig, InstrumentTable, Order};
 use oms_journal::{AnswerStore, Retention, SnapshotImage, SnapshotStore, remove_segments_before};
 
 use crate::metrics::Metrics;
@@ -180,7 +180,8 @@ pub enum SnapMsg {
     /// Write a snapshot of this engine image at this checkpoint; `done` hears when it is on
     /// disk (or failed).
     Take {
-        engine: Vec<u8>,
+        /// The engine's state, encoded here (off the processor thread).
+        engine: Box<Capture>,
         checkpoint: Checkpoint,
         applied: u64,
         done: Option<Sender<()>>,
@@ -257,11 +258,19 @@ impl Snapshotter {
 
     fn take(
         &mut self,
-        engine: Vec<u8>,
+        engine: Box<Capture>,
         checkpoint: Checkpoint,
         applied: u64,
     ) -> anyhow::Result<()> {
         let started = Instant::now();
+        let engine = {
+            let encoding = Instant::now();
+            let image = engine.encode();
+            self.metrics
+                .snapshot_encode_seconds
+                .set(encoding.elapsed().as_secs_f64());
+            image
+        };
         // Every command up to `checkpoint` was answered before the processor applied it, so
         // its answer is queued at the completer by now: after this, the store holds them all.
         if let Some(c) = &self.answers

@@ -38,6 +38,11 @@ impl Accounts {
         self.index.get(account).copied().unwrap_or(NO_ACCOUNT)
     }
 
+    /// Every interned account, by index.
+    pub fn ids(&self) -> &[AccountId] {
+        &self.ids
+    }
+
     /// The account at `i`, an index [`Accounts::intern`] returned.
     pub fn get(&self, i: u32) -> AccountId {
         self.ids[i as usize]

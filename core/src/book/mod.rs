@@ -12,6 +12,7 @@
 //! and levels are reused and the caller passes the event buffer in.
 
 mod accounts;
+mod image;
 mod ladder;
 mod level;
 mod matching;
@@ -27,6 +28,7 @@ use crate::num::{Price, Qty};
 use crate::order::{OrderStatus, OrderType, Side, TimeInForce};
 
 use accounts::Accounts;
+pub use image::RestingImage;
 use ladder::Ladder;
 use slab::Slab;
 

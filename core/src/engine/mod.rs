@@ -15,6 +15,7 @@
 //! on the log, so the eviction stream is as deterministic as the event stream.
 
 mod apply;
+mod capture;
 mod snapshot;
 mod store;
 
@@ -32,6 +33,7 @@ use crate::order::{Order, Side};
 use crate::ports::OrderQuery;
 use crate::risk::{RiskConfig, RiskEngine};
 
+pub use capture::Capture;
 pub use snapshot::{SNAPSHOT_VERSION, SnapshotError};
 use store::OrderStore;
 
@@ -271,9 +273,7 @@ impl Engine {
     /// positions, reservations, counters, trades, candles, the eviction queue and any evicted
     /// orders not yet taken): equal hashes across runs and machines mean equal state.
     pub fn state_hash(&self) -> u64 {
-        let mut body = Vec::with_capacity(1 << 16);
-        self.encode_state(&mut body);
-        snapshot::fnv1a64(&body)
+        self.capture().state_hash()
     }
 
     /// A stable hash of the books of `symbols` (see `encode_symbols`): equal on every node
@@ -305,14 +305,7 @@ impl Engine {
 
     /// A versioned, checksummed binary image of the whole state.
     pub fn snapshot(&self) -> Vec<u8> {
-        // Sized once for the whole image (a held order encodes to ~220 bytes with its book
-        // entry and reservation; 384 leaves room), so encoding never copies a growing buffer.
-        // The part of the estimate left unwritten is never touched, so it costs no memory.
-        let mut out = Vec::with_capacity((1 << 16) + self.orders.len() * 384);
-        snapshot::write_header(&mut out);
-        self.encode_state(&mut out);
-        snapshot::seal(&mut out);
-        out
+        self.capture().encode()
     }
 
     /// The [`Engine::state_hash`] of the engine a snapshot image restores to (with the

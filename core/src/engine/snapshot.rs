@@ -23,6 +23,7 @@ use crate::order::{Order, OrderStatus, OrderType, Side, TimeInForce};
 use crate::risk::{AccountState, OrderRisk, Position};
 
 use super::Engine;
+use super::capture::Capture;
 
 const MAGIC: &[u8; 8] = b"OMSSNAP\0";
 /// Current snapshot layout version.
@@ -339,13 +340,12 @@ fn tif_tag(t: TimeInForce) -> u8 {
     }
 }
 
-impl Engine {
+impl Capture {
     pub(super) fn encode_state(&self, out: &mut Vec<u8>) {
         let mut w = W(out);
-        let n = self.instruments.len();
-        w.u16(n as u16);
-        for ins in self.instruments.iter() {
-            w.bytes(ins.symbol.as_bytes());
+        w.u16(self.symbols.len() as u16);
+        for symbol in self.symbols.iter() {
+            w.bytes(symbol.as_bytes());
         }
         for (exec, trade) in self.next_exec_id.iter().zip(&self.next_trade_id) {
             w.u64(*exec);
@@ -353,12 +353,11 @@ impl Engine {
         }
 
         // Risk: flags, marks, accounts by id, reservations by order id.
-        let r = &self.risk;
-        w.u8(u8::from(r.global_halt));
-        for p in &r.last_price {
+        w.u8(u8::from(self.global_halt));
+        for p in &self.last_price {
             w.i64(p.0);
         }
-        let mut accounts: Vec<&AccountState> = r.accounts.iter().collect();
+        let mut accounts: Vec<&AccountState> = self.accounts.iter().collect();
         accounts.sort_unstable_by_key(|a| a.id);
         w.u64(accounts.len() as u64);
         for a in accounts {
@@ -377,12 +376,12 @@ impl Engine {
                 w.i64(p.open_sell);
             }
         }
-        let mut reservations: Vec<(&OrderId, &OrderRisk)> = r.orders.iter().collect();
-        reservations.sort_unstable_by_key(|(id, _)| **id);
+        let mut reservations: Vec<&(OrderId, OrderRisk)> = self.reservations.iter().collect();
+        reservations.sort_unstable_by_key(|(id, _)| *id);
         w.u64(reservations.len() as u64);
         for (id, o) in reservations {
             w.u128(id.0);
-            w.bytes(r.accounts[o.account as usize].id.as_str().as_bytes());
+            w.bytes(self.accounts[o.account as usize].id.as_str().as_bytes());
             w.u16(o.symbol.0);
             w.side(o.side);
             w.opt_i64(o.price.map(|p| p.0));
@@ -402,7 +401,7 @@ impl Engine {
         // Books in priority order; trades and candles oldest first.
         for book in &self.books {
             w.u64(book.len() as u64);
-            for ro in book.resting_orders() {
+            for ro in book.iter() {
                 w.u128(ro.order_id.0);
                 w.bytes(ro.account.as_str().as_bytes());
                 w.side(ro.side);
@@ -417,9 +416,8 @@ impl Engine {
                 w.trade(tr);
             }
         }
-        let candles: Vec<&Candle> = self.candles.all().collect();
-        w.u64(candles.len() as u64);
-        for c in candles {
+        w.u64(self.candles.len() as u64);
+        for c in &self.candles {
             w.u16(c.symbol.0);
             w.u8(c.interval as u8);
             w.u64(c.open_time);
@@ -441,7 +439,9 @@ impl Engine {
             w.order(o);
         }
     }
+}
 
+impl Engine {
     /// The state of the books of `symbols` only: counters, resting orders in priority order,
     /// every open order of those symbols, recent trades and candles. Two engines that applied
     /// the same commands of those symbols, whatever else they applied and in whatever

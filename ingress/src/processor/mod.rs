@@ -128,13 +128,14 @@ impl Snaps {
             a.send(ArchiveMsg::Flush(tx));
             rx
         });
-        let encoding = Instant::now();
-        let image = engine.snapshot();
+        // The processor waits only for the capture; the snapshot thread encodes it.
+        let capturing = Instant::now();
+        let image = engine.capture();
         metrics
-            .snapshot_encode_seconds
-            .set(encoding.elapsed().as_secs_f64());
+            .snapshot_capture_seconds
+            .set(capturing.elapsed().as_secs_f64());
         let _ = self.plan.tx.send(SnapMsg::Take {
-            engine: image,
+            engine: Box::new(image),
             checkpoint: self.position.clone(),
             applied: self.plan.applied_before + self.applied,
             done,

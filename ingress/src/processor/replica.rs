@@ -495,13 +495,14 @@ impl Replica {
             a.send(ArchiveMsg::Flush(tx));
             rx
         });
-        let encoding = Instant::now();
-        let image = engine.snapshot();
+        // The processor waits only for the capture; the snapshot thread encodes it.
+        let capturing = Instant::now();
+        let image = engine.capture();
         self.metrics
-            .snapshot_encode_seconds
-            .set(encoding.elapsed().as_secs_f64());
+            .snapshot_capture_seconds
+            .set(capturing.elapsed().as_secs_f64());
         let _ = plan.tx.send(SnapMsg::Take {
-            engine: image,
+            engine: Box::new(image),
             checkpoint: self.applied.clone(),
             applied: plan.applied_before + self.applied_count,
             done,
