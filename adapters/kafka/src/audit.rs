@@ -46,8 +46,13 @@ impl ProducerContext for AuditContext {
         match result {
             Ok(_) => self.counters.delivered.fetch_add(1, Ordering::Relaxed),
             Err((e, _)) => {
-                tracing::warn!(target: "oms_kafka", error = %e, "audit record delivery failed");
-                self.counters.failed.fetch_add(1, Ordering::Relaxed)
+                // Logged at the 1st, 2nd, 4th, 8th … failure, not per record: a broker
+                // outage fails every record in flight at once (the count is the metric).
+                let failed = self.counters.failed.fetch_add(1, Ordering::Relaxed) + 1;
+                if failed.is_power_of_two() {
+                    tracing::warn!(target: "oms_kafka", error = %e, failed_total = failed, "audit record delivery failed (the record is in the node's audit file)");
+                }
+                failed
             }
         };
     }

@@ -24,6 +24,7 @@
 //! partition's own order.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
@@ -110,6 +111,9 @@ struct Shared {
     /// every record of batches up to `k` is below this position (records of an earlier batch
     /// that failed with an unknown outcome too: they are voided, never applied).
     position: Mutex<Option<Checkpoint>>,
+    /// The broker refused a record because it holds a newer epoch of this producer's id
+    /// (see [`KafkaLog::heal`]).
+    fenced: AtomicBool,
 }
 
 /// Producer context: counts delivery reports (on librdkafka's polling thread) and wakes the
@@ -153,6 +157,12 @@ impl ProducerContext for LogContext {
                     b.not_persisted += 1;
                 } else {
                     b.possibly_persisted += 1;
+                }
+                if matches!(
+                    err.rdkafka_error_code(),
+                    Some(RDKafkaErrorCode::ProducerFenced | RDKafkaErrorCode::InvalidProducerEpoch)
+                ) {
+                    self.shared.fenced.store(true, Ordering::Relaxed);
                 }
                 if b.first_error.is_none() {
                     b.first_error = Some(err.to_string());
@@ -349,6 +359,7 @@ impl KafkaLog {
             producer: Mutex::new(Weak::new()),
             ack_timeout: cfg.ack_timeout,
             position: Mutex::new(None),
+            fenced: AtomicBool::new(false),
         });
         let producer = build_producer(cfg, &stats, &shared)?;
         let topic = cfg.topics().orders;
@@ -385,9 +396,22 @@ impl KafkaLog {
     /// state) refuses every later record; replace it. Records the old one still held were
     /// already reported as failed (purged before the report), or are decided as unknown at
     /// their deadline.
+    ///
+    /// Likewise an idempotent (not transactional) producer the broker *fenced*: after a purge
+    /// of in-flight records librdkafka bumps the producer's epoch, and a broker that then
+    /// answers `PRODUCER_FENCED` / `INVALID_PRODUCER_EPOCH` to it (seen with the test broker
+    /// after it hung for 3 s) refuses every later record of that producer id, voids
+    /// included, so the node would answer 503 forever. A new producer gets a new id. This is
+    /// safe for the in-doubt records: the broker holds a newer epoch of the old id, so no
+    /// request of the old producer can still be appended. (A fenced *transactional*
+    /// producer means another process took its `transactional.id`; it is not replaced.)
     fn heal(&mut self) -> Result<(), LogError> {
         if let Some((code, reason)) = self.producer.client().fatal_error() {
             tracing::warn!(target: "oms_kafka", ?code, reason, "order log producer fatal; recreating it");
+        } else if self.cfg.transactional_id.is_none()
+            && self.shared.fenced.swap(false, Ordering::Relaxed)
+        {
+            tracing::warn!(target: "oms_kafka", "order log producer fenced by the broker; recreating it");
         } else if !self.txn_poisoned {
             return Ok(());
         }
