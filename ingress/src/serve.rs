@@ -319,6 +319,7 @@ pub async fn run_until(
                 tx,
                 every_commands: args.snapshot_every_commands,
                 every: Duration::from_secs(args.snapshot_every_secs),
+                encode: args.snapshot_encode.resolve(),
                 applied_before: restored.applied,
                 tail: metrics.replayed_commands.get(),
             });
@@ -333,6 +334,7 @@ pub async fn run_until(
                 tail: metrics.replayed_commands.get(),
                 every_commands: args.snapshot_every_commands,
                 every: Duration::from_secs(args.snapshot_every_secs),
+                encode: args.snapshot_encode.resolve(),
                 archive: Some(archiver.clone()),
             });
         }

@@ -7,9 +7,10 @@
 //!   each successful append, the log position together with the number of processor
 //!   commands appended so far. The processor matches that count against what it applied, so
 //!   the checkpoint in a snapshot is exactly the position of the state it describes.
-//! * The processor decides when (every N commands or T seconds, and at stop), encodes the
-//!   engine (the only part that must run on its thread) and hands the bytes to the
-//!   [`Snapshotter`] thread, which makes every idempotency answer given so far durable in the
+//! * The processor decides when (every N commands or T seconds, and at stop), captures the
+//!   engine (the only part that must run on its thread; [`image`]) and hands it to the
+//!   [`Snapshotter`] thread, which encodes it unless the processor did (`--snapshot-encode`),
+//!   makes every idempotency answer given so far durable in the
 //!   answer store (through the completer), hashes, writes the file crash-safely and applies
 //!   journal retention.
 //! * [`restore`] loads the newest snapshot that verifies (checksum, versions, a checkpoint
@@ -38,6 +39,7 @@ use oms_core::ports::{
 use oms_core::{Capture, Engine, EngineConfig, InstrumentTable, Order};
 use oms_journal::{AnswerStore, Retention, SnapshotImage, SnapshotStore, remove_segments_before};
 
+use crate::config::SnapshotEncode;
 use crate::metrics::Metrics;
 use crate::pipeline::idempotency::Completer;
 
@@ -175,13 +177,40 @@ pub struct SnapshotConfig {
     pub retention: Retention,
 }
 
+/// The engine's state as the processor hands it over.
+pub enum SnapImage {
+    /// Already encoded on the processor thread.
+    Encoded(Vec<u8>),
+    /// Captured; the snapshot thread encodes it.
+    Captured(Box<Capture>),
+}
+
+/// The processor's part of a snapshot: capture the state and, unless `mode` is
+/// `Background`, encode it right away (then nothing is shared copy-on-write with the engine
+/// after this returns). Sets `oms_snapshot_capture_seconds` / `oms_snapshot_encode_seconds`.
+pub fn image(engine: &Engine, mode: SnapshotEncode, metrics: &Metrics) -> SnapImage {
+    let capturing = Instant::now();
+    let capture = engine.capture();
+    metrics
+        .snapshot_capture_seconds
+        .set(capturing.elapsed().as_secs_f64());
+    if mode == SnapshotEncode::Background {
+        return SnapImage::Captured(Box::new(capture));
+    }
+    let encoding = Instant::now();
+    let bytes = capture.encode();
+    metrics
+        .snapshot_encode_seconds
+        .set(encoding.elapsed().as_secs_f64());
+    SnapImage::Encoded(bytes)
+}
+
 /// Messages to the snapshot thread, in processor order.
 pub enum SnapMsg {
     /// Write a snapshot of this engine image at this checkpoint; `done` hears when it is on
     /// disk (or failed).
     Take {
-        /// The engine's state, encoded here (off the processor thread).
-        engine: Box<Capture>,
+        engine: SnapImage,
         checkpoint: Checkpoint,
         applied: u64,
         done: Option<Sender<()>>,
@@ -258,18 +287,21 @@ impl Snapshotter {
 
     fn take(
         &mut self,
-        engine: Box<Capture>,
+        engine: SnapImage,
         checkpoint: Checkpoint,
         applied: u64,
     ) -> anyhow::Result<()> {
         let started = Instant::now();
-        let engine = {
-            let encoding = Instant::now();
-            let image = engine.encode();
-            self.metrics
-                .snapshot_encode_seconds
-                .set(encoding.elapsed().as_secs_f64());
-            image
+        let engine = match engine {
+            SnapImage::Encoded(bytes) => bytes,
+            SnapImage::Captured(capture) => {
+                let encoding = Instant::now();
+                let bytes = capture.encode();
+                self.metrics
+                    .snapshot_encode_seconds
+                    .set(encoding.elapsed().as_secs_f64());
+                bytes
+            }
         };
         // Every command up to `checkpoint` was answered before the processor applied it, so
         // its answer is queued at the completer by now: after this, the store holds them all.

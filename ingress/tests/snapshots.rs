@@ -456,7 +456,16 @@ async fn sigterm_under_load_stops_quickly_and_restarts_from_the_snapshot() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn kill9_while_snapshotting_loses_nothing() {
     // Snapshots every 40 commands: SIGKILLs land before, during and after snapshot writes.
-    let mut server = Server::start_with(&["--snapshot-every-commands", "40"]).await;
+    // Encoded on the snapshot thread (the default on 4+ CPUs; CI has 2, where `auto` encodes
+    // on the processor, which the SIGTERM test above exercises): the processor goes on
+    // writing the order chunks a capture shares while the image is being encoded.
+    let mut server = Server::start_with(&[
+        "--snapshot-every-commands",
+        "40",
+        "--snapshot-encode",
+        "background",
+    ])
+    .await;
     let mut all = HashMap::new();
     for round in 0..4 {
         let stop = Arc::new(AtomicBool::new(false));

@@ -26,6 +26,7 @@ use oms_core::{Event, OrderId};
 use oms_wire::{ApiError, HaltJson, OrderJson};
 
 use crate::archive::{ArchiveMsg, Archiver};
+use crate::config::SnapshotEncode;
 use crate::metrics::{Metrics, Stage};
 use crate::pipeline::handoff::{Durable, Feedback};
 use crate::pipeline::slot::Reply;
@@ -49,6 +50,8 @@ pub struct SnapshotPlan {
     pub tail: u64,
     pub every_commands: u64,
     pub every: Duration,
+    /// Which thread encodes the image (resolved, never `Auto`).
+    pub encode: SnapshotEncode,
     /// Where evicted orders go; snapshots wait for it (see `crate::archive`).
     pub archive: Option<Archiver>,
 }
@@ -128,14 +131,9 @@ impl Snaps {
             a.send(ArchiveMsg::Flush(tx));
             rx
         });
-        // The processor waits only for the capture; the snapshot thread encodes it.
-        let capturing = Instant::now();
-        let image = engine.capture();
-        metrics
-            .snapshot_capture_seconds
-            .set(capturing.elapsed().as_secs_f64());
+        let image = crate::snapshots::image(engine, self.plan.encode, metrics);
         let _ = self.plan.tx.send(SnapMsg::Take {
-            engine: Box::new(image),
+            engine: image,
             checkpoint: self.position.clone(),
             applied: self.plan.applied_before + self.applied,
             done,

@@ -39,6 +39,7 @@ use super::{Query, StopRequest, answer};
 use crate::archive::{ArchiveMsg, Archiver};
 use crate::cluster::replica::ReplicaBatch;
 use crate::cluster::{Cluster, Takeover};
+use crate::config::SnapshotEncode;
 use crate::metrics::{Metrics, Stage};
 use crate::pipeline::handoff::{Durable, Feedback};
 use crate::pipeline::slot::{Reply, Ticket};
@@ -94,6 +95,8 @@ pub struct ReplicaSnapshots {
     pub tx: Sender<SnapMsg>,
     pub every_commands: u64,
     pub every: Duration,
+    /// Which thread encodes the image (resolved, never `Auto`).
+    pub encode: SnapshotEncode,
     /// Records applied before this run (snapshot + tail), for the snapshot header.
     pub applied_before: u64,
     /// Records start-up replayed on top of its snapshot: they count towards the first one.
@@ -495,14 +498,9 @@ impl Replica {
             a.send(ArchiveMsg::Flush(tx));
             rx
         });
-        // The processor waits only for the capture; the snapshot thread encodes it.
-        let capturing = Instant::now();
-        let image = engine.capture();
-        self.metrics
-            .snapshot_capture_seconds
-            .set(capturing.elapsed().as_secs_f64());
+        let image = crate::snapshots::image(engine, plan.encode, &self.metrics);
         let _ = plan.tx.send(SnapMsg::Take {
-            engine: Box::new(image),
+            engine: image,
             checkpoint: self.applied.clone(),
             applied: plan.applied_before + self.applied_count,
             done,
