@@ -95,11 +95,11 @@ fn outage(transactional: bool) {
 /// reported durable, and after a restart the log holds exactly the batches acknowledged
 /// since: nothing of a failed batch is delivered later, nothing acknowledged is missing or
 /// doubled.
+///
+/// It was `#[ignore]`d as flaky: the idempotent producer could stay `ProducerFenced` for more
+/// than 20 s after the restart. That was the log's bug, not the broker's: a producer the
+/// broker fenced after its epoch bump was never replaced. `KafkaLog::heal` now replaces it.
 #[test]
-#[ignore = "flaky on tansu: after the memory broker restarts, the idempotent producer can stay \
-            ProducerFenced for more than 20 s (seen once in CI, passed the run before); run with \
-            --ignored; the ingress system test broker_down_gives_503_and_nothing_executes_later \
-            covers several batches in flight"]
 fn broker_killed_with_several_batches_in_flight() {
     if broker_or_skip().is_none() {
         return; // services unavailable and skipping allowed
@@ -112,8 +112,12 @@ fn broker_killed_with_several_batches_in_flight() {
     cfg.ack_timeout = Duration::from_millis(1000);
     let mut log = KafkaLog::new(&cfg, &InstrumentTable::demo()).unwrap();
     let mut outcomes = log.outcomes().expect("the Kafka log is pipelined");
-    let first = log.submit(&stream(1, 10)).unwrap();
-    outcomes.wait(first).expect("append while up");
+    // A first append on a fresh broker also fetches metadata and a producer id, which can
+    // take longer than the 1 s bound on a loaded machine: the outage is what is under test.
+    let warm = Instant::now() + Duration::from_secs(20);
+    while let Err(e) = log.submit(&stream(1, 10)).and_then(|id| outcomes.wait(id)) {
+        assert!(Instant::now() < warm, "append while up: {e}");
+    }
 
     broker.freeze();
     let ids: Vec<_> = (0..4)
