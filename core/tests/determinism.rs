@@ -437,7 +437,7 @@ fn a_capture_encodes_the_state_it_was_taken_in_whatever_is_applied_after() {
         taken.iter().any(|(c, _, _)| c.orders() > 5_000),
         "the captures must span more than one chunk of orders"
     );
-    for (capture, image, hash) in &taken {
+    for (capture, image, hash) in &mut taken {
         assert_eq!(
             &capture.encode(),
             image,

@@ -341,7 +341,10 @@ fn tif_tag(t: TimeInForce) -> u8 {
 }
 
 impl Capture {
-    pub(super) fn encode_state(&self, out: &mut Vec<u8>) {
+    /// Sorts the captured reservations in place (by value: through references, the
+    /// hash-ordered entries made the write a random walk over them, 106 of 194 ms at 600 k
+    /// open orders; sorted by value the write takes 9 ms).
+    pub(super) fn encode_state(&mut self, out: &mut Vec<u8>) {
         let mut w = W(out);
         w.u16(self.symbols.len() as u16);
         for symbol in self.symbols.iter() {
@@ -376,10 +379,9 @@ impl Capture {
                 w.i64(p.open_sell);
             }
         }
-        let mut reservations: Vec<&(OrderId, OrderRisk)> = self.reservations.iter().collect();
-        reservations.sort_unstable_by_key(|(id, _)| *id);
-        w.u64(reservations.len() as u64);
-        for (id, o) in reservations {
+        self.reservations.sort_unstable_by_key(|(id, _)| *id);
+        w.u64(self.reservations.len() as u64);
+        for (id, o) in &self.reservations {
             w.u128(id.0);
             w.bytes(self.accounts[o.account as usize].id.as_str().as_bytes());
             w.u16(o.symbol.0);

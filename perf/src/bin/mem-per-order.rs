@@ -133,7 +133,7 @@ fn main() {
     let mut bytes = 0;
     for _ in 0..3 {
         let t = std::time::Instant::now();
-        let c = e.capture();
+        let mut c = e.capture();
         capture = capture.min(t.elapsed().as_secs_f64());
         let t = std::time::Instant::now();
         bytes = c.encode().len();
