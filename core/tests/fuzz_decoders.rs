@@ -3,7 +3,7 @@
 //! and whatever is decoded must be canonical (re-encodes to the same bytes / same value).
 //!
 //! CI runs the default case count (256 per property, a few seconds). Longer:
-//! `PROPTEST_CASES=200000 cargo test -p oms-core --release --test fuzz_decoders`.
+//! `PROPTEST_CASES=200000 cargo test -p oms-core --release --test core_tests fuzz_decoders`.
 
 use oms_core::codec::{decode, encode};
 use oms_core::command::{

@@ -3,7 +3,7 @@
 //! written (a damaged record never turns into a different command).
 //!
 //! CI runs the default case count (256). Longer:
-//! `PROPTEST_CASES=20000 cargo test -p oms-journal --release --test fuzz_reader`.
+//! `PROPTEST_CASES=20000 cargo test -p oms-journal --release --test journal_tests fuzz_reader`.
 
 use crate::common;
 

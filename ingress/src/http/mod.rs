@@ -17,6 +17,8 @@ pub mod body;
 pub mod cancel_all;
 pub mod conn;
 pub mod forward;
+#[cfg(test)]
+mod fuzz;
 pub mod layers;
 pub mod limits;
 pub mod market;
