@@ -42,17 +42,7 @@ fn decode(table: &InstrumentTable, body: &[u8]) -> Result<oms_core::ValidatedOrd
         assert_eq!(e.status, 400, "{e:?}");
         e.code.to_owned()
     })?;
-    let req = OrderRequest {
-        symbol: raw.symbol.as_str(),
-        side: raw.side.as_str(),
-        order_type: raw.order_type.as_ref().map(|t| t.as_str()),
-        time_in_force: raw.time_in_force.as_ref().map(|t| t.as_str()),
-        post_only: raw.post_only,
-        quantity: raw.quantity.as_str(),
-        price: raw.price.as_ref().map(|t| t.as_str()),
-        client_order_id: raw.client_order_id.as_ref().map(|t| t.as_str()),
-    };
-    validate(table, &req).map_err(|e| {
+    validate(table, &raw.request()).map_err(|e| {
         let e = oms_wire::ApiError::from(e);
         assert_eq!(e.status, 400, "{e:?}");
         e.code.to_owned()

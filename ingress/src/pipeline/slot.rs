@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Instant;
 
 use oms_core::command::{AmendOrder, CancelAll, CancelOrder, CorrelationId, PlaceOrder, SetHalt};
-use oms_core::{AccountId, IdempotencyKey};
+use oms_core::{AccountId, IdempotencyKey, OrderRequest};
 use oms_wire::ApiError;
 use tokio::sync::oneshot;
 
@@ -109,6 +109,22 @@ pub struct RawPlace {
     pub quantity: Text<48>,
     pub price: Option<Text<48>>,
     pub client_order_id: Option<Text<64>>,
+}
+
+impl RawPlace {
+    /// The request as core's `validate` reads it.
+    pub fn request(&self) -> OrderRequest<'_> {
+        OrderRequest {
+            symbol: self.symbol.as_str(),
+            side: self.side.as_str(),
+            order_type: self.order_type.as_ref().map(|t| t.as_str()),
+            time_in_force: self.time_in_force.as_ref().map(|t| t.as_str()),
+            post_only: self.post_only,
+            quantity: self.quantity.as_str(),
+            price: self.price.as_ref().map(|t| t.as_str()),
+            client_order_id: self.client_order_id.as_ref().map(|t| t.as_str()),
+        }
+    }
 }
 
 /// The command a slot carries through the stages. Unboxed: it is written in place into a

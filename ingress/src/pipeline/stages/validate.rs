@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use oms_core::command::{PlaceOrder, RiskDecision};
-use oms_core::{InstrumentTable, OrderId, OrderRequest, validate};
+use oms_core::{InstrumentTable, OrderId, validate};
 
 use super::{BatchTimer, fail};
 use crate::metrics::{Metrics, Stage};
@@ -30,17 +30,7 @@ pub fn validate_stage(
                 cmd,
             } = &mut d.work
         {
-            let req = OrderRequest {
-                symbol: raw.symbol.as_str(),
-                side: raw.side.as_str(),
-                order_type: raw.order_type.as_ref().map(|t| t.as_str()),
-                time_in_force: raw.time_in_force.as_ref().map(|t| t.as_str()),
-                post_only: raw.post_only,
-                quantity: raw.quantity.as_str(),
-                price: raw.price.as_ref().map(|t| t.as_str()),
-                client_order_id: raw.client_order_id.as_ref().map(|t| t.as_str()),
-            };
-            match validate(&table, &req) {
+            match validate(&table, &raw.request()) {
                 Ok(order) => {
                     *cmd = Some(PlaceOrder {
                         order_id: OrderId(0),
