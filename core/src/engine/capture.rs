@@ -6,7 +6,9 @@
 //! between two commands: it shares the order chunks copy-on-write (O(chunks)), and copies the
 //! small or compact parts (accounts, reservations, the books' resting nodes, trades, candles,
 //! the eviction queue). [`Capture::encode`] then writes exactly the bytes
-//! [`Engine::snapshot`] would have, on whatever thread calls it.
+//! [`Engine::snapshot`] would have, on whatever thread calls it (the binary chooses:
+//! `--snapshot-encode`; on 2 shared cores the snapshot thread's encode competes with the
+//! processor for the same CPUs, so there the processor encodes right after capturing).
 
 use std::sync::Arc;
 
