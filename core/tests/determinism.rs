@@ -437,13 +437,13 @@ fn a_capture_encodes_the_state_it_was_taken_in_whatever_is_applied_after() {
         taken.iter().any(|(c, _, _)| c.orders() > 5_000),
         "the captures must span more than one chunk of orders"
     );
-    for (capture, image, hash) in &mut taken {
+    for (capture, image, hash) in taken {
         assert_eq!(
-            &capture.encode(),
+            capture.clone().encode(),
             image,
             "a capture changed after it was taken"
         );
-        assert_eq!(capture.state_hash(), *hash);
+        assert_eq!(capture.state_hash(), hash);
     }
     // The engine itself is unaffected by the captures it handed out.
     let mut fresh = Engine::new(table.clone(), config());

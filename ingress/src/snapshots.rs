@@ -190,7 +190,7 @@ pub enum SnapImage {
 /// after this returns). Sets `oms_snapshot_capture_seconds` / `oms_snapshot_encode_seconds`.
 pub fn image(engine: &Engine, mode: SnapshotEncode, metrics: &Metrics) -> SnapImage {
     let capturing = Instant::now();
-    let mut capture = engine.capture();
+    let capture = engine.capture();
     metrics
         .snapshot_capture_seconds
         .set(capturing.elapsed().as_secs_f64());
@@ -294,9 +294,9 @@ impl Snapshotter {
         let started = Instant::now();
         let engine = match engine {
             SnapImage::Encoded(bytes) => bytes,
-            SnapImage::Captured(mut capture) => {
+            SnapImage::Captured(capture) => {
                 let encoding = Instant::now();
-                let bytes = capture.encode();
+                let bytes = (*capture).encode();
                 self.metrics
                     .snapshot_encode_seconds
                     .set(encoding.elapsed().as_secs_f64());

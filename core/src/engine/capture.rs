@@ -70,7 +70,7 @@ impl Engine {
 
 impl Capture {
     /// The snapshot image: the same bytes [`Engine::snapshot`] gives for the captured state.
-    pub fn encode(&mut self) -> Vec<u8> {
+    pub fn encode(self) -> Vec<u8> {
         // Sized once for the whole image (a held order encodes to ~220 bytes with its book
         // entry and reservation; 384 leaves room), so encoding never copies a growing buffer.
         // The part of the estimate left unwritten is never touched, so it costs no memory.
@@ -82,7 +82,7 @@ impl Capture {
     }
 
     /// [`Engine::state_hash`] of the captured state.
-    pub fn state_hash(&mut self) -> u64 {
+    pub fn state_hash(self) -> u64 {
         let mut body = Vec::with_capacity(1 << 16);
         self.encode_state(&mut body);
         snapshot::fnv1a64(&body)

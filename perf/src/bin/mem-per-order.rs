@@ -18,11 +18,14 @@ use oms_core::{
 struct Counting;
 
 static LIVE: AtomicIsize = AtomicIsize::new(0);
+/// The highest `LIVE` since the last [`reset_peak`].
+static PEAK: AtomicIsize = AtomicIsize::new(0);
 
 // SAFETY: every call is forwarded unchanged to `System`; only a counter is updated besides.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        LIVE.fetch_add(l.size() as isize, Ordering::Relaxed);
+        let now = LIVE.fetch_add(l.size() as isize, Ordering::Relaxed) + l.size() as isize;
+        PEAK.fetch_max(now, Ordering::Relaxed);
         // SAFETY: same contract as ours.
         unsafe { System.alloc(l) }
     }
@@ -32,7 +35,8 @@ unsafe impl GlobalAlloc for Counting {
         unsafe { System.dealloc(p, l) }
     }
     unsafe fn realloc(&self, p: *mut u8, l: Layout, new: usize) -> *mut u8 {
-        LIVE.fetch_add(new as isize - l.size() as isize, Ordering::Relaxed);
+        let d = new as isize - l.size() as isize;
+        PEAK.fetch_max(LIVE.fetch_add(d, Ordering::Relaxed) + d, Ordering::Relaxed);
         // SAFETY: same contract as ours.
         unsafe { System.realloc(p, l, new) }
     }
@@ -43,6 +47,37 @@ static ALLOC: Counting = Counting;
 
 fn live() -> isize {
     LIVE.load(Ordering::Relaxed)
+}
+
+fn reset_peak() {
+    PEAK.store(live(), Ordering::Relaxed);
+}
+
+fn peak() -> isize {
+    PEAK.load(Ordering::Relaxed)
+}
+
+/// Resets the kernel's peak-RSS mark of this process (`clear_refs` 5) and returns the RSS
+/// now, in bytes; 0 where /proc does not allow it.
+fn reset_rss_peak() -> u64 {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+    status_kb("VmRSS:") * 1024
+}
+
+/// The peak RSS since [`reset_rss_peak`], in bytes.
+fn rss_peak() -> u64 {
+    status_kb("VmHWM:") * 1024
+}
+
+fn status_kb(field: &str) -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix(field))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
 }
 
 /// Orders of each kind unless the first argument says otherwise: the per-order cost of a
@@ -130,14 +165,22 @@ fn main() {
     // The processor stops for the capture (`oms_snapshot_capture_seconds`); the snapshot
     // thread encodes it (`oms_snapshot_encode_seconds`).
     let (mut capture, mut encode) = (f64::MAX, f64::MAX);
-    let mut bytes = 0;
+    let (mut bytes, mut extra, mut resident) = (0, 0, 0);
     for _ in 0..3 {
+        let base = live();
+        reset_peak();
+        let rss = reset_rss_peak();
         let t = std::time::Instant::now();
-        let mut c = e.capture();
+        let c = e.capture();
         capture = capture.min(t.elapsed().as_secs_f64());
         let t = std::time::Instant::now();
-        bytes = c.encode().len();
+        let image = c.encode();
         encode = encode.min(t.elapsed().as_secs_f64());
+        bytes = image.len();
+        // The heap a snapshot needs on top of the engine, the image's capacity included,
+        // and the memory it makes resident (pages touched), which is what RSS shows.
+        extra = peak() - base;
+        resident = rss_peak().saturating_sub(rss);
     }
     drop(e);
 
@@ -176,10 +219,13 @@ fn main() {
     println!("heap bytes per open order (engine, {n} resting):      {open:.0}");
     println!(
         "snapshot of those {n} open orders: {:.1} MB; processor waits {:.1} ms (capture), \
-         encoded in {:.1} ms (snapshot thread; best of 3 each)",
+         encoded in {:.1} ms (best of 3 each); on top of the engine at the peak: heap {:.1} MB \
+         (the image's whole allocation included), resident {:.1} MB",
         bytes as f64 / 1e6,
         capture * 1e3,
-        encode * 1e3
+        encode * 1e3,
+        extra as f64 / 1e6,
+        resident as f64 / 1e6
     );
     println!("heap bytes per finished order held (engine, {n} filled): {terminal:.0}");
     println!("heap bytes per idempotency key (index, {n} keys):    {key:.0}");
