@@ -287,6 +287,8 @@ impl IdGen for Uuid7Gen {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
     fn order_keys_hold_the_key_exactly_inline_or_on_the_heap() {
         for len in [
@@ -308,8 +310,6 @@ mod tests {
         }
         assert_eq!(std::mem::size_of::<Option<OrderKey>>(), 48);
     }
-
-    use super::*;
 
     #[test]
     fn uuid7_round_trips_and_is_monotonic() {

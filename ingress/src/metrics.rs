@@ -491,9 +491,10 @@ pub struct Metrics {
     pub snapshot_bytes: Gauge,
     pub snapshot_write_seconds: Gauge<f64, AtomicU64>,
     /// Time the processor spent capturing the last snapshot's state: commands wait
-    /// meanwhile. The encode itself runs on the snapshot thread (`snapshot_encode_seconds`).
+    /// meanwhile.
     pub snapshot_capture_seconds: Gauge<f64, AtomicU64>,
-    /// Time the snapshot thread spent encoding the last image (nothing waits for it).
+    /// Time the last image took to encode, on the processor or the snapshot thread
+    /// (`--snapshot-encode`).
     pub snapshot_encode_seconds: Gauge<f64, AtomicU64>,
     /// Adapter metrics (Kafka, Redis, Mongo), read on scrape.
     pub extra: ExtraSources,
@@ -710,7 +711,7 @@ impl Default for Metrics {
         let snapshot_encode_seconds = Gauge::<f64, AtomicU64>::default();
         r.register(
             "oms_snapshot_encode_seconds",
-            "Time the snapshot thread spent encoding the last snapshot image",
+            "Time the last snapshot image took to encode (on the processor or the snapshot thread, per --snapshot-encode)",
             snapshot_encode_seconds.clone(),
         );
         r.register_collector(Box::new(sources.clone()));

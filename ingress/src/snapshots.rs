@@ -10,9 +10,8 @@
 //! * The processor decides when (every N commands or T seconds, and at stop), captures the
 //!   engine (the only part that must run on its thread; [`image`]) and hands it to the
 //!   [`Snapshotter`] thread, which encodes it unless the processor did (`--snapshot-encode`),
-//!   makes every idempotency answer given so far durable in the
-//!   answer store (through the completer), hashes, writes the file crash-safely and applies
-//!   journal retention.
+//!   makes every idempotency answer given so far durable in the answer store (through the
+//!   completer), hashes, writes the file crash-safely and applies journal retention.
 //! * [`restore`] loads the newest snapshot that verifies (checksum, versions, a checkpoint
 //!   inside the log), falling back to older ones and finally to a full replay, and rebuilds
 //!   the idempotency index from the answer store plus the answers of the log tail.
@@ -197,12 +196,17 @@ pub fn image(engine: &Engine, mode: SnapshotEncode, metrics: &Metrics) -> SnapIm
     if mode == SnapshotEncode::Background {
         return SnapImage::Captured(Box::new(capture));
     }
+    SnapImage::Encoded(encode(capture, metrics))
+}
+
+/// Encodes a capture, timing it in `oms_snapshot_encode_seconds`.
+fn encode(capture: Capture, metrics: &Metrics) -> Vec<u8> {
     let encoding = Instant::now();
     let bytes = capture.encode();
     metrics
         .snapshot_encode_seconds
         .set(encoding.elapsed().as_secs_f64());
-    SnapImage::Encoded(bytes)
+    bytes
 }
 
 /// Messages to the snapshot thread, in processor order.
@@ -294,14 +298,7 @@ impl Snapshotter {
         let started = Instant::now();
         let engine = match engine {
             SnapImage::Encoded(bytes) => bytes,
-            SnapImage::Captured(capture) => {
-                let encoding = Instant::now();
-                let bytes = (*capture).encode();
-                self.metrics
-                    .snapshot_encode_seconds
-                    .set(encoding.elapsed().as_secs_f64());
-                bytes
-            }
+            SnapImage::Captured(capture) => encode(*capture, &self.metrics),
         };
         // Every command up to `checkpoint` was answered before the processor applied it, so
         // its answer is queued at the completer by now: after this, the store holds them all.

@@ -10,8 +10,6 @@
 //! `--snapshot-encode`; on 2 shared cores the snapshot thread's encode competes with the
 //! processor for the same CPUs, so there the processor encodes right after capturing).
 
-use std::sync::Arc;
-
 use crate::book::RestingImage;
 use crate::event::{Candle, Trade};
 use crate::ids::OrderId;
@@ -26,7 +24,7 @@ use super::store::SharedOrders;
 /// The engine's state at one moment, owned and `Send`; see the module docs.
 #[derive(Clone, Debug)]
 pub struct Capture {
-    pub(super) symbols: Arc<[String]>,
+    pub(super) symbols: Vec<String>,
     pub(super) next_exec_id: Vec<u64>,
     pub(super) next_trade_id: Vec<u64>,
     pub(super) global_halt: bool,

@@ -15,10 +15,9 @@
 //! only (no hashing), so it is deterministic; callers that need an order sort anyway.
 //!
 //! Chunks are shared copy-on-write ([`OrderStore::share`]): a snapshot takes the chunk list
-//! in microseconds on the processor thread and encodes it on another one, while the
+//! in microseconds on the processor thread and can encode it on another one, while the
 //! processor's next write to a chunk the snapshot still holds copies that one chunk (1.2 MB,
-//! a fraction of a millisecond) first. So a snapshot never stops the processor for a copy or
-//! an encode of every order.
+//! a fraction of a millisecond) first. So taking a snapshot does not copy every order.
 
 use std::sync::Arc;
 
@@ -99,10 +98,7 @@ impl OrderStore {
 
     /// Every held order, in slot order.
     pub fn values(&self) -> impl Iterator<Item = &Order> {
-        self.chunks
-            .iter()
-            .flat_map(|c| c.iter())
-            .filter_map(Option::as_ref)
+        held(&self.chunks)
     }
 
     /// The orders as they are now, in O(chunks): later writes to the store do not show in
@@ -149,6 +145,14 @@ impl OrderStore {
     }
 }
 
+/// The orders in `chunks`, in slot order.
+fn held(chunks: &[Arc<Chunk>]) -> impl Iterator<Item = &Order> {
+    chunks
+        .iter()
+        .flat_map(|c| c.iter())
+        .filter_map(Option::as_ref)
+}
+
 /// A point-in-time view of an [`OrderStore`] (see [`OrderStore::share`]); `Send`, so a
 /// snapshot can be encoded on another thread.
 #[derive(Clone, Debug)]
@@ -164,10 +168,7 @@ impl SharedOrders {
 
     /// Every order of the view, in slot order.
     pub fn values(&self) -> impl Iterator<Item = &Order> {
-        self.chunks
-            .iter()
-            .flat_map(|c| c.iter())
-            .filter_map(Option::as_ref)
+        held(&self.chunks)
     }
 }
 

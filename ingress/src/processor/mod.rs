@@ -110,7 +110,8 @@ impl Snaps {
                 || (!self.plan.every.is_zero() && self.last_at.elapsed() >= self.plan.every))
     }
 
-    /// Encodes the engine and hands it to the snapshot thread.
+    /// Captures the engine (and encodes it, per `--snapshot-encode`) and hands it to the
+    /// snapshot thread.
     fn take(&mut self, engine: &Engine, done: Option<Sender<()>>, metrics: &Metrics) {
         let done = done.or_else(|| {
             let (tx, rx) = crossbeam_channel::bounded(1);
